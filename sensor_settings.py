@@ -1,0 +1,242 @@
+"""Settings shared by the sensor scripts.
+
+Every setting is an environment variable with a working local default, and the
+matching command-line flag wins over it. This module also turns the broker
+settings into a Kafka connection (plain or secured), checks that a broker
+answers, and holds the topic config every topic is created with.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+from quixstreams.kafka.configuration import ConnectionConfig
+from quixstreams.models import TopicConfig
+
+DEFAULT_BROKER_ADDRESS = "localhost:19092"
+DEFAULT_RAW_TOPIC = "raw-temperature"
+HOW_TO_START_A_BROKER = (
+    "start one with `docker compose up -d` (Redpanda on localhost:19092) or run `make demo`"
+)
+
+# Every topic gets explicit retention: some Kafka-compatible brokers report only
+# the configs given at creation, and Quix Streams reads retention.ms from the
+# source topic when it creates changelog topics.
+TOPIC_RETENTION = {"retention.ms": str(7 * 24 * 3600 * 1000), "retention.bytes": "-1"}
+
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+class BrokerUnavailable(RuntimeError):
+    """No broker answered at the configured address."""
+
+
+def add_setting(
+    parser: argparse.ArgumentParser,
+    flag: str,
+    env: str,
+    default: Any,
+    help: str,
+    *,
+    type: Callable[[str], Any] = str,
+    secret: bool = False,
+    **kwargs: Any,
+) -> None:
+    """Add `--flag`, defaulting to $ENV, then to `default`; the flag wins.
+
+    A secret's value is never shown in --help, only the variable it comes from.
+    """
+    shown = "not shown" if secret else f"default: {default}"
+    parser.add_argument(
+        flag,
+        default=os.environ.get(env, default),
+        type=type,
+        help=f"{help} (env {env}; {shown})",
+        **kwargs,
+    )
+
+
+def positive_int(text: str) -> int:
+    number = int(text)
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return number
+
+
+def non_negative_int(text: str) -> int:
+    number = int(text)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be zero or more, got {text}")
+    return number
+
+
+def non_negative_float(text: str) -> float:
+    number = float(text)
+    if not number >= 0:  # also rejects nan
+        raise argparse.ArgumentTypeError(f"must be zero or more, got {text}")
+    return number
+
+
+def add_broker_settings(parser: argparse.ArgumentParser) -> None:
+    """Settings both scripts share: where the broker is, how to log in, the raw topic."""
+    add_setting(
+        parser,
+        "--broker-address",
+        "BROKER_ADDRESS",
+        DEFAULT_BROKER_ADDRESS,
+        "Kafka bootstrap address, host:port",
+    )
+    add_setting(parser, "--raw-topic", "RAW_TOPIC", DEFAULT_RAW_TOPIC, "topic of raw readings")
+    add_setting(
+        parser,
+        "--partitions",
+        "PARTITIONS",
+        3,
+        "partitions of the raw topic when a script creates it",
+        type=positive_int,
+    )
+    add_setting(
+        parser,
+        "--broker-timeout",
+        "BROKER_TIMEOUT",
+        30.0,
+        "seconds to wait for the broker at start before giving up",
+        type=non_negative_float,
+    )
+    security = parser.add_argument_group("secured clusters")
+    add_setting(
+        security,
+        "--security-protocol",
+        "BROKER_SECURITY_PROTOCOL",
+        "PLAINTEXT",
+        "how to talk to the broker",
+        type=str.upper,
+        choices=SECURITY_PROTOCOLS,
+    )
+    add_setting(
+        security,
+        "--sasl-mechanism",
+        "BROKER_SASL_MECHANISM",
+        None,
+        "SASL mechanism",
+        type=str.upper,
+        choices=SASL_MECHANISMS,
+    )
+    add_setting(security, "--sasl-username", "BROKER_SASL_USERNAME", None, "SASL username")
+    add_setting(
+        security, "--sasl-password", "BROKER_SASL_PASSWORD", None, "SASL password", secret=True
+    )
+    add_setting(
+        security,
+        "--ssl-ca-location",
+        "BROKER_SSL_CA_LOCATION",
+        None,
+        "CA certificate file that signed the broker's certificate",
+    )
+
+
+@dataclass(frozen=True)
+class BrokerSettings:
+    address: str
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = None
+    ssl_ca_location: str | None = None
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> BrokerSettings:
+        return cls(
+            address=args.broker_address,
+            security_protocol=args.security_protocol,
+            sasl_mechanism=args.sasl_mechanism,
+            sasl_username=args.sasl_username,
+            sasl_password=args.sasl_password,
+            ssl_ca_location=args.ssl_ca_location,
+        )
+
+    def __repr__(self) -> str:
+        # Dataclass repr would print the password into any log line that shows us.
+        return (
+            f"BrokerSettings(address={self.address!r}, "
+            f"security_protocol={self.security_protocol!r}, "
+            f"sasl_mechanism={self.sasl_mechanism!r}, sasl_username={self.sasl_username!r})"
+        )
+
+    def connection(self) -> ConnectionConfig:
+        """Quix Streams' connection config; it keeps the password a SecretStr."""
+        return ConnectionConfig(
+            bootstrap_servers=self.address,
+            security_protocol=self.security_protocol.lower(),
+            sasl_mechanism=self.sasl_mechanism,
+            sasl_username=self.sasl_username,
+            sasl_password=self.sasl_password,
+            ssl_ca_location=self.ssl_ca_location,
+        )
+
+    def librdkafka_config(self) -> dict[str, Any]:
+        """The same connection as a plain confluent-kafka config dict."""
+        return self.connection().as_librdkafka_dict(plaintext_secrets=True)
+
+
+def raw_topic_config(partitions: int) -> TopicConfig:
+    return TopicConfig(
+        num_partitions=partitions, replication_factor=1, extra_config=dict(TOPIC_RETENTION)
+    )
+
+
+def ensure_topic(broker: BrokerSettings, name: str, partitions: int, timeout: float) -> None:
+    """Create `name` unless it exists; an existing topic is never reconfigured."""
+    admin = AdminClient(broker.librdkafka_config())
+    existing = admin.list_topics(timeout=timeout).topics
+    if name in existing:
+        return
+    futures = admin.create_topics(
+        [NewTopic(name, num_partitions=partitions, replication_factor=1, config=TOPIC_RETENTION)],
+        request_timeout=timeout,
+    )
+    try:
+        futures[name].result(timeout=timeout)
+    except KafkaException as exc:
+        if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":  # another script won the race
+            raise
+
+
+def wait_for_broker(broker: BrokerSettings, timeout: float) -> None:
+    """Return once a broker answers a metadata request, or raise BrokerUnavailable."""
+    admin = AdminClient({**broker.librdkafka_config(), "logger": _silent_logger()})
+    try:
+        admin.list_topics(timeout=max(timeout, 0.5))
+    except KafkaException as exc:
+        raise BrokerUnavailable(
+            f"no Kafka broker answered at {broker.address} within {timeout:g}s; "
+            f"{HOW_TO_START_A_BROKER}, or set BROKER_ADDRESS"
+        ) from exc
+
+
+def _silent_logger() -> logging.Logger:
+    # librdkafka logs every failed connect attempt; the single line we raise is enough.
+    logger = logging.getLogger("sensor_settings.librdkafka")
+    logger.propagate = False
+    logger.addHandler(logging.NullHandler())
+    return logger
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """One readable line per event, stamped in UTC whatever the host's time zone."""
+    handler = logging.StreamHandler()
+    formatter = logging.Formatter(
+        "%(asctime)s.%(msecs)03dZ %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S"
+    )
+    formatter.converter = time.gmtime
+    handler.setFormatter(formatter)
+    logging.basicConfig(level=level, handlers=[handler], force=True)
