@@ -1,0 +1,202 @@
+"""Test helpers that talk to the real broker and run the scripts as subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from sensor_settings import TOPIC_RETENTION
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Record:
+    key: str | None
+    value: bytes | None
+    headers: dict[str, bytes]
+    timestamp_ms: int
+    partition: int
+    offset: int
+
+    def json(self) -> Any:
+        assert self.value is not None
+        return json.loads(self.value)
+
+
+def create_topic(address: str, name: str, partitions: int = 1) -> None:
+    admin = AdminClient({"bootstrap.servers": address})
+    futures = admin.create_topics(
+        [NewTopic(name, num_partitions=partitions, replication_factor=1, config=TOPIC_RETENTION)]
+    )
+    futures[name].result(timeout=30)
+
+
+def produce(
+    address: str,
+    topic: str,
+    messages: Iterable[tuple[str | bytes | None, bytes | None]],
+    *,
+    partition: int | None = None,
+) -> None:
+    """Produce (key, value) pairs in order and wait until all are delivered."""
+    producer = Producer({"bootstrap.servers": address, "linger.ms": 5})
+    errors: list[str] = []
+
+    def on_delivery(err: Any, msg: Any) -> None:
+        if err is not None:
+            errors.append(str(err))
+
+    for key, value in messages:
+        kwargs: dict[str, Any] = {"key": key, "value": value, "on_delivery": on_delivery}
+        if partition is not None:
+            kwargs["partition"] = partition
+        producer.produce(topic, **kwargs)
+        producer.poll(0)
+    assert producer.flush(30) == 0, "messages still queued after 30 s"
+    assert errors == []
+
+
+def reading(ts: str, value: Any) -> bytes:
+    return json.dumps({"ts": ts, "value": value}).encode()
+
+
+def consume(
+    address: str,
+    topic: str,
+    *,
+    until: Callable[[list[Record]], bool],
+    timeout: float = 60.0,
+    isolation: str = "read_uncommitted",
+) -> list[Record]:
+    """Read `topic` from the start until `until(records)` holds; fail after `timeout` s."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": address,
+            "group.id": f"test-reader-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "isolation.level": isolation,
+            "session.timeout.ms": 6000,
+        }
+    )
+    records: list[Record] = []
+    try:
+        consumer.subscribe([topic])
+        deadline = time.monotonic() + timeout
+        while not until(records):
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"condition not met on {topic} within {timeout}s; got {len(records)} records"
+                )
+            msg = consumer.poll(0.2)
+            if msg is None or msg.error():
+                continue
+            key = msg.key()
+            records.append(
+                Record(
+                    key=key.decode() if key is not None else None,
+                    value=msg.value(),
+                    headers={k: v for k, v in (msg.headers() or [])},
+                    timestamp_ms=msg.timestamp()[1],
+                    partition=msg.partition(),
+                    offset=msg.offset(),
+                )
+            )
+    finally:
+        consumer.close()
+    return records
+
+
+def consume_count(address: str, topic: str, count: int, **kwargs: Any) -> list[Record]:
+    return consume(address, topic, until=lambda records: len(records) >= count, **kwargs)
+
+
+def end_offsets(address: str, topic: str) -> int:
+    """Total messages in a topic: the sum of its partitions' high watermarks."""
+    consumer = Consumer({"bootstrap.servers": address, "group.id": f"offsets-{uuid.uuid4().hex}"})
+    try:
+        metadata = consumer.list_topics(topic, timeout=10).topics[topic]
+        total = 0
+        for partition in metadata.partitions:
+            _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+            total += high
+        return total
+    finally:
+        consumer.close()
+
+
+class Script:
+    """One of the repo's scripts, run as a user would: `python <script> <flags>`."""
+
+    def __init__(self, script: str, *args: str, env: dict[str, str] | None = None) -> None:
+        self.log = open(  # noqa: SIM115
+            Path(os.environ.get("TMPDIR", "/tmp")) / f"{script}-{uuid.uuid4().hex[:8]}.log", "w+b"
+        )
+        self.process = subprocess.Popen(
+            [sys.executable, str(REPO / script), *args],
+            cwd=REPO,
+            env={**os.environ, **(env or {})},
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def output(self) -> str:
+        self.log.flush()
+        return Path(self.log.name).read_text(errors="replace")
+
+    def wait_for_output(self, text: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.output():
+            if self.process.poll() is not None:
+                raise AssertionError(f"exited {self.process.returncode}:\n{self.output()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} not in output within {timeout}s:\n{self.output()}")
+            time.sleep(0.1)
+
+    def wait(self, timeout: float = 60.0) -> int:
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"still running after {timeout}s:\n{self.output()}") from None
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signum)
+        return self.wait(timeout)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def __enter__(self) -> Script:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
+        self.log.close()
+
+
+def run_script(script: str, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(REPO / script), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
