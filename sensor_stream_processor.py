@@ -190,15 +190,15 @@ def report_late_reading(
     offset: int,
 ) -> bool:
     logger.warning(
-        "Skipped late reading %s[%s]@%s from %s at %s: window [%s, %s) closed %d ms earlier",
+        "Skipped late reading %s[%s]@%s from %s at %s: late by %d ms for window [%s, %s)",
         topic,
         partition,
         offset,
         key,
         format_ms(timestamp_ms),
+        late_by_ms,
         format_ms(start),
         format_ms(end),
-        late_by_ms,
     )
     return False  # we logged it; Quix Streams need not
 

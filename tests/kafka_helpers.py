@@ -124,18 +124,51 @@ def consume_count(address: str, topic: str, count: int, **kwargs: Any) -> list[R
     return consume(address, topic, until=lambda records: len(records) >= count, **kwargs)
 
 
-def end_offsets(address: str, topic: str) -> int:
-    """Total messages in a topic: the sum of its partitions' high watermarks."""
-    consumer = Consumer({"bootstrap.servers": address, "group.id": f"offsets-{uuid.uuid4().hex}"})
+END_MARKER = "__end_of_test_input__"
+
+
+def read_to_end(address: str, topic: str, timeout: float = 60.0) -> list[Record]:
+    """Every record now on `topic`, in partition order.
+
+    Appends a marker to each partition and reads until every marker is back, so
+    it does not rely on high watermarks (the embedded broker under-reports them
+    when the last batch holds more than one record).
+    """
+    admin = AdminClient({"bootstrap.servers": address})
+    partitions = admin.list_topics(topic, timeout=10).topics[topic].partitions
+    marker = uuid.uuid4().hex.encode()
+    for partition in partitions:
+        produce(address, topic, [(END_MARKER, marker)], partition=partition)
+    records = consume(
+        address,
+        topic,
+        until=lambda got: sum(r.value == marker for r in got) == len(partitions),
+        timeout=timeout,
+    )
+    return [r for r in records if r.key != END_MARKER]
+
+
+def committed_total(address: str, group: str, topic: str) -> int:
+    """Sum of the offsets `group` has committed on `topic`'s partitions."""
+    consumer = Consumer({"bootstrap.servers": address, "group.id": group})
     try:
         metadata = consumer.list_topics(topic, timeout=10).topics[topic]
-        total = 0
-        for partition in metadata.partitions:
-            _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
-            total += high
-        return total
+        partitions = [TopicPartition(topic, p) for p in metadata.partitions]
+        return sum(max(tp.offset, 0) for tp in consumer.committed(partitions, timeout=10))
     finally:
         consumer.close()
+
+
+def wait_until_caught_up(
+    address: str, group: str, topic: str, total: int, timeout: float = 60.0
+) -> None:
+    """Poll until `group` has committed `total` messages of `topic` (offsets start at 0)."""
+    target = total
+    deadline = time.monotonic() + timeout
+    while (done := committed_total(address, group, topic)) < target:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{group} committed {done} of {target} on {topic} in {timeout}s")
+        time.sleep(0.25)
 
 
 class Script:

@@ -1,0 +1,52 @@
+"""The window's initializer and reducer, checked against the statistics module."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from functools import reduce
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sensor_stream_processor import add_reading, initialize_stats, summarize_window
+
+temperatures = st.one_of(
+    st.integers(min_value=-(10**6), max_value=10**6),
+    st.floats(min_value=-1e6, max_value=1e6, allow_nan=False, allow_infinity=False),
+)
+
+
+def aggregate(values: list[float]) -> dict[str, object]:
+    readings = [{"ts": "2026-11-26T00:00:00Z", "value": v} for v in values]
+    stats = reduce(add_reading, readings[1:], initialize_stats(readings[0]))
+    return summarize_window({"start": 0, "end": 10_000, "value": stats})
+
+
+@given(st.lists(temperatures, min_size=1, max_size=200))
+def test_window_matches_statistics(values: list[float]) -> None:
+    out = aggregate(values)
+    t = out["temperature"]
+    assert t["count"] == len(values)
+    assert t["min"] == min(values)
+    assert t["max"] == max(values)
+    assert math.isclose(t["mean"], statistics.mean(values), rel_tol=1e-12, abs_tol=1e-12)
+
+
+@given(st.lists(st.integers(min_value=-500, max_value=500), min_size=1, max_size=50))
+def test_integer_readings_give_the_exact_mean(values: list[int]) -> None:
+    assert aggregate(values)["temperature"]["mean"] == statistics.fmean(values)
+
+
+def test_mean_survives_cancellation_that_breaks_a_plain_sum() -> None:
+    values = [1e16, 1.0, -1e16, 1.0]
+    assert sum(values) / len(values) != 0.5  # the naive float sum loses the ones
+    assert aggregate(values)["temperature"]["mean"] == 0.5
+
+
+def test_output_message_shape() -> None:
+    assert aggregate([20.5, 19.5, 22.0, -1]) == {
+        "start": 0,
+        "end": 10_000,
+        "temperature": {"count": 4, "min": -1, "max": 22.0, "mean": 15.25},
+    }

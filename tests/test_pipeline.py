@@ -1,0 +1,254 @@
+"""The producer and processor as real subprocesses against a real broker."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+import uuid
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from reference_model import expected_windows
+
+from embedded_broker import find_free_port
+from kafka_helpers import (
+    Record,
+    Script,
+    consume_count,
+    create_topic,
+    produce,
+    read_to_end,
+    reading,
+    run_script,
+    wait_until_caught_up,
+)
+
+pytestmark = pytest.mark.integration
+
+BASE = datetime(2026, 11, 26, tzinfo=UTC)
+BASE_MS = 1_795_651_200_000  # BASE in epoch milliseconds
+WINDOW_MS = 10_000
+GRACE_MS = 1_000
+
+
+def iso(offset_ms: int, style: int) -> str:
+    """The same instant written five ways the extractor must all accept."""
+    moment = BASE + timedelta(milliseconds=offset_ms)
+    match style % 5:
+        case 0:
+            return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        case 1:
+            return moment.astimezone(timezone(timedelta(hours=2))).isoformat()
+        case 2:
+            return moment.replace(tzinfo=None).isoformat(timespec="milliseconds")
+        case 3:
+            return moment.astimezone(timezone(timedelta(hours=-5, minutes=-30))).isoformat()
+        case _:
+            return moment.isoformat(timespec="microseconds")
+
+
+def encode(readings: list[tuple[str, int, float]]) -> list[tuple[str, bytes]]:
+    return [(s, reading(iso(t, i), v)) for i, (s, t, v) in enumerate(readings)]
+
+
+def start_processor(address: str, names: object, tmp_path: Path, *extra: str) -> Script:
+    script = Script(
+        "sensor_stream_processor.py",
+        "--broker-address", address,
+        "--raw-topic", names.raw,
+        "--agg-topic", names.agg,
+        "--consumer-group", names.group,
+        "--state-dir", str(tmp_path / "state"),
+        *extra,
+    )  # fmt: skip
+    script.wait_for_output("The application started", timeout=60)
+    return script
+
+
+def as_windows(records: list[Record]) -> dict[tuple[str, int], dict[str, object]]:
+    windows: dict[tuple[str, int], dict[str, object]] = {}
+    for record in records:
+        value = record.json()
+        key = (record.key, value["start"])
+        assert key not in windows, f"window emitted twice: {key}"
+        assert record.timestamp_ms == value["start"]
+        windows[key] = value
+    return windows
+
+
+def approx_means(windows: dict[tuple[str, int], dict]) -> dict[tuple[str, int], dict]:
+    return {
+        key: {
+            **w,
+            "temperature": {
+                **w["temperature"],
+                "mean": pytest.approx(w["temperature"]["mean"], rel=1e-12),
+            },
+        }
+        for key, w in windows.items()
+    }
+
+
+# Offsets in ms from BASE. Sensor1 exercises grace to the millisecond.
+DATASET = [
+    ("Sensor1", 500, 20.0),
+    ("Sensor2", 1_000, -3),
+    ("Sensor1", 3_200, 21.5),
+    ("Sensor2", 2_000, -4.5),
+    ("Sensor1", 9_999, 19.25),
+    ("Sensor1", 10_000, 22.0),
+    ("Sensor1", 9_700, 18.5),  # out of order, 300 ms after its window ended: within grace
+    ("Sensor2", 12_000, 0),
+    ("Sensor1", 10_999, 22.5),
+    ("Sensor1", 9_000, 18.0),  # window [0, 10 s) still open: 10_999 - 1_000 < 10_000
+    ("Sensor1", 11_000, 23.0),
+    ("Sensor1", 9_500, 17.0),  # late: 11_000 - 1_000 reaches the window's end exactly
+    ("Sensor2", 15_000, 7),
+    ("Sensor1", 25_000, 24.0),
+    ("Sensor1", 19_999, 30.0),  # late by far
+    ("Sensor2", 31_000, -1.25),
+    ("Sensor1", 40_000, 25.0),
+]
+
+
+def test_processor_emits_exactly_the_expected_windows(
+    broker_address: str, names, tmp_path: Path
+) -> None:
+    create_topic(broker_address, names.raw, partitions=3)
+    produce(broker_address, names.raw, encode(DATASET))
+    model = expected_windows([(s, BASE_MS + t, v) for s, t, v in DATASET], WINDOW_MS, GRACE_MS)
+    assert (len(model.windows), len(model.late)) == (5, 2)  # the dataset does what it says
+
+    with start_processor(broker_address, names, tmp_path) as processor:
+        wait_until_caught_up(broker_address, names.group, names.raw, len(DATASET))
+        windows = as_windows(read_to_end(broker_address, names.agg))
+        assert windows == approx_means(model.windows)
+        assert processor.output().count("Skipped late reading") == 2
+        assert "from Sensor1 at 2026-11-26T00:00:09.500+00:00" in processor.output()
+        assert processor.process.poll() is None
+        assert processor.stop(signal.SIGTERM) == 0
+
+
+def test_a_quiet_sensor_keeps_its_last_window_until_it_reports_again(
+    broker_address: str, names, tmp_path: Path
+) -> None:
+    chatty = [("Sensor1", t, 20.0 + t / 10_000) for t in range(0, 60_000, 2_000)]
+    quiet = [("Sensor3", 1_000, 5.0), ("Sensor3", 4_000, 7.0)]
+    create_topic(broker_address, names.raw, partitions=3)
+    produce(broker_address, names.raw, encode(quiet + chatty))
+    with start_processor(broker_address, names, tmp_path) as processor:
+        wait_until_caught_up(broker_address, names.group, names.raw, len(quiet) + len(chatty))
+        windows = as_windows(read_to_end(broker_address, names.agg))
+        # Sensor1's clock is at 58 s, but Sensor3's window [0, 10 s) waits for Sensor3.
+        assert sorted(windows) == [("Sensor1", BASE_MS + s) for s in range(0, 50_000, 10_000)]
+
+        produce(broker_address, names.raw, encode([("Sensor3", 12_000, 6.0)]))
+        wait_until_caught_up(broker_address, names.group, names.raw, len(quiet) + len(chatty) + 1)
+        windows = as_windows(read_to_end(broker_address, names.agg))
+        assert windows[("Sensor3", BASE_MS)]["temperature"] == {
+            "count": 2, "min": 5.0, "max": 7.0, "mean": 6.0,
+        }  # fmt: skip
+        assert processor.stop(signal.SIGINT) == 0
+
+
+BAD_MESSAGES: list[tuple[str | None, bytes]] = [
+    ("Sensor1", b"\x00\x01 not json at all"),
+    ("Sensor1", b"[1, 2, 3]"),
+    ("Sensor1", json.dumps(json.dumps({"ts": "2026-11-26T00:00:01Z", "value": 1})).encode()),
+    ("Sensor1", b'{"value": 20.0}'),
+    ("Sensor1", b'{"ts": "not a time", "value": 20.0}'),
+    ("Sensor1", b'{"ts": "2026-11-26T00:00:02Z"}'),
+    ("Sensor1", b'{"ts": "2026-11-26T00:00:02Z", "value": "21.5"}'),
+    ("Sensor1", b'{"ts": "2026-11-26T00:00:02Z", "value": true}'),
+    (None, b'{"ts": "2026-11-26T00:00:03Z", "value": 99.0}'),
+]
+
+
+def test_bad_input_is_skipped_with_a_warning_and_good_readings_still_count(
+    broker_address: str, names, tmp_path: Path
+) -> None:
+    good = [("Sensor1", t, float(t % 7)) for t in range(0, 24_000, 1_500)]
+    messages: list[tuple[str | None, bytes]] = []
+    for i, message in enumerate(encode(good)):
+        messages.append(message)
+        if i < len(BAD_MESSAGES):
+            messages.append(BAD_MESSAGES[i])
+    create_topic(broker_address, names.raw, partitions=1)
+    produce(broker_address, names.raw, messages)
+    model = expected_windows([(s, BASE_MS + t, v) for s, t, v in good], WINDOW_MS, GRACE_MS)
+
+    with start_processor(broker_address, names, tmp_path) as processor:
+        wait_until_caught_up(broker_address, names.group, names.raw, len(messages))
+        windows = as_windows(read_to_end(broker_address, names.agg))
+        assert windows == approx_means(model.windows)
+        warnings = [line for line in processor.output().splitlines() if "WARNING" in line]
+        assert len(warnings) == len(BAD_MESSAGES), "\n".join(warnings)
+        for reason in ("invalid-json", "not-an-object", "missing-ts", "bad-ts",
+                       "missing-value", "non-numeric-value", "without a sensor key"):  # fmt: skip
+            assert reason in processor.output()
+        assert processor.process.poll() is None
+        assert processor.stop() == 0
+
+
+def test_producer_count_makes_exactly_that_many_well_formed_messages(
+    broker_address: str, names
+) -> None:
+    result = run_script(
+        "sensor_stream_producer.py",
+        "--broker-address", broker_address, "--raw-topic", names.raw,
+        "--count", "60", "--sensors", "4", "--rate", "0", "--seed", "3",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "Delivered 60 of 60 readings" in result.stderr
+    records = read_to_end(broker_address, names.raw)
+    assert len(records) == 60
+    assert sorted({r.key for r in records}) == ["Sensor1", "Sensor2", "Sensor3", "Sensor4"]
+    for record in records:
+        value = record.json()
+        assert set(value) == {"ts", "value"}
+        assert isinstance(value["value"], float)
+        moment = datetime.fromisoformat(value["ts"])
+        assert moment.utcoffset() == timedelta(0)
+        assert record.timestamp_ms == (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(
+            milliseconds=1
+        )
+        uuid.UUID(record.headers["uuid"].decode())
+    assert len({r.headers["uuid"] for r in records}) == 60
+
+
+def test_producer_and_processor_together(broker_address: str, names, tmp_path: Path) -> None:
+    with start_processor(
+        broker_address, names, tmp_path, "--window-seconds", "1", "--grace-seconds", "0"
+    ) as processor:
+        producer = run_script(
+            "sensor_stream_producer.py",
+            "--broker-address", broker_address, "--raw-topic", names.raw,
+            "--count", "150", "--sensors", "3", "--rate", "50",
+        )  # fmt: skip
+        assert producer.returncode == 0, producer.stderr
+        raw = consume_count(broker_address, names.raw, 150)
+        wait_until_caught_up(broker_address, names.group, names.raw, 150)
+        model = expected_windows(
+            [(r.key, r.timestamp_ms, r.json()["value"]) for r in raw], 1_000, 0
+        )
+        assert len(model.windows) >= 6  # 3 s of readings: at least two closed windows each
+        windows = as_windows(read_to_end(broker_address, names.agg))
+        assert windows == approx_means(model.windows)
+        assert processor.output().count("INFO sensor_stream_processor: Sensor") == len(windows)
+        assert processor.stop() == 0
+
+
+@pytest.mark.parametrize("script", ["sensor_stream_producer.py", "sensor_stream_processor.py"])
+def test_missing_broker_is_one_clear_line(script: str) -> None:
+    address = f"127.0.0.1:{find_free_port()}"
+    started = time.monotonic()
+    result = run_script(script, "--broker-address", address, "--broker-timeout", "2", timeout=30)
+    assert result.returncode == 1
+    assert time.monotonic() - started < 20
+    errors = [line for line in result.stderr.splitlines() if "ERROR" in line]
+    assert len(errors) == 1, result.stderr
+    assert address in errors[0]
+    assert "docker compose up -d" in errors[0]
+    assert "make demo" in errors[0]

@@ -1,0 +1,58 @@
+"""The reading generator and message format, without a broker."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+from datetime import UTC, datetime
+
+from sensor_stream_producer import (
+    MAX_DRIFT,
+    encode_reading,
+    generate_readings,
+    make_reading,
+    make_sensors,
+    to_epoch_ms,
+)
+
+
+def test_sensors_are_named_and_visited_in_turn() -> None:
+    first = list(itertools.islice(generate_readings(3, random.Random(1)), 7))
+    assert [sensor for sensor, _ in first] == [
+        "Sensor1", "Sensor2", "Sensor3", "Sensor1", "Sensor2", "Sensor3", "Sensor1",
+    ]  # fmt: skip
+
+
+def test_same_seed_same_stream() -> None:
+    a = list(itertools.islice(generate_readings(4, random.Random(42)), 100))
+    b = list(itertools.islice(generate_readings(4, random.Random(42)), 100))
+    c = list(itertools.islice(generate_readings(4, random.Random(43)), 100))
+    assert a == b
+    assert a != c
+
+
+def test_each_sensor_walks_near_its_own_base() -> None:
+    rng = random.Random(7)
+    bases = {s.sensor_id: s.base for s in make_sensors(5, random.Random(7))}
+    values: dict[str, list[float]] = {sensor: [] for sensor in bases}
+    for sensor, value in itertools.islice(generate_readings(5, rng), 50_000):
+        values[sensor].append(value)
+    for sensor, series in values.items():
+        assert all(abs(v - bases[sensor]) <= MAX_DRIFT + 0.005 for v in series)
+        steps = [abs(b - a) for a, b in itertools.pairwise(series)]
+        # A random walk moves a little each time; uniform noise would jump around.
+        assert max(steps) < 1.0
+        assert len(set(series)) > 50
+
+
+def test_reading_is_one_json_object_with_utc_time() -> None:
+    moment = datetime(2026, 11, 26, 4, 2, 49, 123456, tzinfo=UTC)
+    payload = encode_reading(make_reading(moment, 21.37))
+    assert json.loads(payload) == {"ts": "2026-11-26T04:02:49.123456+00:00", "value": 21.37}
+
+
+def test_epoch_ms_is_exact() -> None:
+    # 1_795_665_769.123 cannot be represented exactly as a float.
+    assert to_epoch_ms(datetime(2026, 11, 26, 4, 2, 49, 123999, tzinfo=UTC)) == 1_795_665_769_123
+    assert to_epoch_ms(datetime(1970, 1, 1, 0, 0, 0, 1000, tzinfo=UTC)) == 1

@@ -1,0 +1,88 @@
+"""Validation of raw readings and the event-time extractor."""
+
+from __future__ import annotations
+
+import pytest
+
+from sensor_stream_processor import (
+    InvalidReading,
+    extract_event_time,
+    parse_event_time,
+    parse_reading,
+)
+
+# 2026-11-26T04:02:49.123Z in epoch milliseconds, computed once by hand:
+# 56 years with 14 leap days, plus 329 days into 2026: 20,783 days, + 4 h 2 min 49.123 s.
+T = 20_783 * 86_400_000 + (4 * 3600 + 2 * 60 + 49) * 1000 + 123
+
+
+@pytest.mark.parametrize(
+    ("ts", "expected"),
+    [
+        ("2026-11-26T04:02:49.123Z", T),
+        ("2026-11-26T04:02:49.123+00:00", T),
+        ("2026-11-26T04:02:49.123456+00:00", T),  # microseconds floor to the millisecond
+        ("2026-11-26T04:02:49.123999+00:00", T),
+        ("2026-11-26T06:02:49.123+02:00", T),  # offsets are converted, not dropped
+        ("2026-11-25T22:32:49.123-05:30", T),
+        ("2026-11-26T04:02:49.123", T),  # no offset means UTC
+        ("2026-11-26T04:02:49Z", T - 123),  # no fraction
+        ("2026-11-26T04:02:49", T - 123),
+        ("2026-11-26 04:02:49.123+00:00", T),
+        ("1969-12-31T23:59:59.999Z", -1),  # before the epoch floors, too
+    ],
+)
+def test_event_time_formats(ts: str, expected: int) -> None:
+    assert parse_event_time(ts) == expected
+
+
+@pytest.mark.parametrize(
+    "ts",
+    [
+        "",
+        "yesterday",
+        "2026-11-26",
+        "2026-13-01T00:00:00Z",
+        "2026-11-26T25:00:00",
+        1764129769,
+        None,
+    ],
+)
+def test_event_time_rejects(ts: object) -> None:
+    with pytest.raises(InvalidReading) as info:
+        parse_event_time(ts)
+    assert info.value.reason == "bad-ts"
+
+
+def test_extractor_takes_four_arguments_and_ignores_the_kafka_timestamp() -> None:
+    reading = {"ts": "2026-11-26T04:02:49.123Z", "value": 1.0}
+    assert extract_event_time(reading, None, 0, 0) == T
+
+
+def test_valid_reading_is_returned_as_is() -> None:
+    payload = b'{"ts": "2026-11-26T04:02:49.123Z", "value": -3.5, "unit": "C"}'
+    assert parse_reading(payload) == {"ts": "2026-11-26T04:02:49.123Z", "value": -3.5, "unit": "C"}
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"\xff\xfe not json", "invalid-json"),
+        (b"", "invalid-json"),
+        (b'"{\\"ts\\": \\"2026-11-26T04:02:49Z\\", \\"value\\": 1}"', "not-an-object"),
+        (b"[1, 2]", "not-an-object"),
+        (b"21.5", "not-an-object"),
+        (b'{"value": 1}', "missing-ts"),
+        (b'{"ts": "2026-11-26T04:02:49Z"}', "missing-value"),
+        (b'{"ts": "2026-11-26T04:02:49Z", "value": null}', "missing-value"),
+        (b'{"ts": "2026-11-26T04:02:49Z", "value": "21.5"}', "non-numeric-value"),
+        (b'{"ts": "2026-11-26T04:02:49Z", "value": true}', "non-numeric-value"),
+        (b'{"ts": "2026-11-26T04:02:49Z", "value": NaN}', "non-numeric-value"),
+        (b'{"ts": "2026-11-26T04:02:49Z", "value": Infinity}', "non-numeric-value"),
+        (b'{"ts": "2026-11-26T04:02:49Z", "value": [1]}', "non-numeric-value"),
+    ],
+)
+def test_invalid_readings_are_named(payload: bytes, reason: str) -> None:
+    with pytest.raises(InvalidReading) as info:
+        parse_reading(payload)
+    assert info.value.reason == reason
