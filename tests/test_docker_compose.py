@@ -1,0 +1,115 @@
+"""Static checks of docker-compose.yml and the CI workflow; no Docker needed."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def load(relative: str) -> dict[str, Any]:
+    return yaml.safe_load((REPO / relative).read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def services() -> dict[str, Any]:
+    return load("docker-compose.yml")["services"]
+
+
+@pytest.fixture(scope="module")
+def jobs() -> dict[str, Any]:
+    return load(".github/workflows/ci.yml")["jobs"]
+
+
+def flags(command: list[str]) -> dict[str, str]:
+    """`--flag value` items (one or two per list entry) as {"--flag": "value"}."""
+    words = " ".join(command).split()
+    return {
+        word: words[i + 1] if i + 1 < len(words) and not words[i + 1].startswith("--") else ""
+        for i, word in enumerate(words)
+        if word.startswith("--")
+    }
+
+
+def test_both_services_use_pinned_images(services: dict[str, Any]) -> None:
+    assert set(services) == {"redpanda", "console"}
+    for name, repository in [("redpanda", "redpanda"), ("console", "console")]:
+        image = services[name]["image"]
+        assert re.fullmatch(
+            rf"docker\.redpanda\.com/redpandadata/{repository}:v\d+\.\d+\.\d+", image
+        ), image
+    assert services["console"]["image"].split(":v")[1].startswith("3.")
+
+
+def test_published_ports(services: dict[str, Any]) -> None:
+    assert set(services["redpanda"]["ports"]) == {
+        "19092:19092",
+        "18081:18081",
+        "18082:18082",
+        "19644:9644",
+    }
+    assert services["console"]["ports"] == ["8080:8080"]
+
+
+def test_redpanda_listeners_and_mode(services: dict[str, Any]) -> None:
+    redpanda = services["redpanda"]
+    command = flags(redpanda["command"])
+    assert redpanda["command"][:2] == ["redpanda", "start"]
+    assert command["--mode"] == "dev-container"
+    assert command["--smp"] == "1"
+    assert command["--kafka-addr"] == "internal://0.0.0.0:9092,external://0.0.0.0:19092"
+    assert command["--advertise-kafka-addr"] == (
+        "internal://redpanda-0:9092,external://localhost:19092"
+    )
+    assert redpanda["container_name"] == "redpanda-0"
+    assert redpanda["volumes"] == ["redpanda-data:/var/lib/redpanda/data"]
+
+
+def test_console_waits_for_a_healthy_redpanda(services: dict[str, Any]) -> None:
+    test = services["redpanda"]["healthcheck"]["test"]
+    assert test[0] == "CMD-SHELL"
+    assert "rpk cluster health | grep -E 'Healthy:.+true'" in test[1]
+    assert services["console"]["depends_on"] == {"redpanda": {"condition": "service_healthy"}}
+
+
+def test_console_config_uses_internal_addresses(services: dict[str, Any]) -> None:
+    console = services["console"]
+    assert "$$CONSOLE_CONFIG_FILE" in console["command"]
+    config = yaml.safe_load(console["environment"]["CONSOLE_CONFIG_FILE"])
+    # Console v3 layout: schemaRegistry at the top level, not under kafka.
+    assert config == {
+        "kafka": {"brokers": ["redpanda-0:9092"]},
+        "schemaRegistry": {"enabled": True, "urls": ["http://redpanda-0:8081"]},
+        "redpanda": {"adminApi": {"enabled": True, "urls": ["http://redpanda-0:9644"]}},
+    }
+
+
+def test_ci_runs_the_suite_on_both_brokers(jobs: dict[str, Any]) -> None:
+    assert set(jobs) == {"embedded-broker", "redpanda"}
+    for job in jobs.values():
+        assert job["runs-on"] == "ubuntu-latest"
+        assert job["timeout-minutes"] <= 30
+        runs = [step.get("run", "") for step in job["steps"]]
+        assert "make test" in runs
+        python = [s for s in job["steps"] if s.get("uses") == "actions/setup-python@v5"]
+        assert python[0]["with"]["python-version"] == "3.11"
+    test_step = next(s for s in jobs["redpanda"]["steps"] if s.get("run") == "make test")
+    assert test_step["env"] == {"BROKER_ADDRESS": "localhost:19092"}
+
+
+def test_ci_redpanda_matches_compose(services: dict[str, Any], jobs: dict[str, Any]) -> None:
+    job = jobs["redpanda"]
+    assert job["env"]["REDPANDA_IMAGE"] == services["redpanda"]["image"]
+    start = next(s["run"] for s in job["steps"] if "docker run" in s.get("run", ""))
+    started = flags(start.replace("\\\n", " ").split())
+    assert started["--mode"] == "dev-container"
+    assert started["--smp"] == "1"
+    assert started["--publish"] == "19092:19092"
+    assert started["--advertise-kafka-addr"] == (
+        "internal://redpanda-0:9092,external://localhost:19092"
+    )
