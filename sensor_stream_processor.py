@@ -6,6 +6,12 @@ and when a window closes emits one message per sensor and window:
 
     {"start": <ms>, "end": <ms>, "temperature": {"count", "min", "max", "mean"}}
 
+Nothing is dropped silently: a message that is not a usable reading, or a
+reading that arrives after its window closed, goes unchanged to the dead-letter
+topic with an `error` header saying why. Watermark messages from the producer,
+{"ts": ..., "watermark": true}, move a sensor's event time forward without
+counting as readings, so the last window closes when the producer stops.
+
     python sensor_stream_processor.py
 """
 
@@ -16,9 +22,14 @@ import json
 import logging
 import math
 import sys
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
+from confluent_kafka import Producer
 from quixstreams import Application
 from quixstreams.dataframe import StreamingDataFrame
 from quixstreams.models import Deserializer, SerializationContext, TimestampType
@@ -29,6 +40,8 @@ from sensor_settings import (
     add_broker_settings,
     add_setting,
     configure_logging,
+    ensure_topic,
+    non_negative_float,
     positive_int,
     raw_topic_config,
     wait_for_broker,
@@ -41,13 +54,14 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 class Reading(TypedDict):
     ts: str
-    value: float
+    value: NotRequired[float]  # absent in a watermark
+    watermark: NotRequired[bool]
 
 
 class WindowStats(TypedDict):
-    count: int
-    min: float
-    max: float
+    count: int  # 0 for a window that only a watermark has touched
+    min: float | None
+    max: float | None
     sum: float
     # Neumaier compensation: the low-order bits that `sum` lost, so the mean
     # stays exact even when large and small readings mix.
@@ -75,6 +89,8 @@ def parse_reading(payload: bytes) -> Reading:
         raise InvalidReading("not-an-object", f"JSON {type(reading).__name__}, not an object")
     if "ts" not in reading:
         raise InvalidReading("missing-ts", "no 'ts' field")
+    if reading.get("watermark") is True:
+        return reading  # type: ignore[return-value]
     value = reading.get("value")
     # bool is an int subclass, but true is not a temperature.
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
@@ -84,8 +100,25 @@ def parse_reading(payload: bytes) -> Reading:
 
 
 class ReadingDeserializer(Deserializer):
+    """Parses each message and remembers its bytes and headers.
+
+    Quix Streams deserializes one message and runs the whole dataframe on it
+    before it polls the next, so the steps after this one can dead-letter the
+    current message exactly as it arrived.
+    """
+
+    def __init__(self, counters: Counter[str]) -> None:
+        super().__init__()
+        self.counters = counters
+        self.current: tuple[bytes, Any] = (b"", None)
+
     def __call__(self, value: bytes, ctx: SerializationContext) -> Reading:
-        return parse_reading(value)
+        self.current = (value, ctx.headers)
+        self.counters["processed"] += 1
+        reading = parse_reading(value)
+        if "value" not in reading:
+            self.counters["watermarks"] += 1
+        return reading
 
 
 def parse_event_time(ts: object) -> int:
@@ -106,18 +139,30 @@ def parse_event_time(ts: object) -> int:
 def extract_event_time(
     value: Reading, headers: Any, timestamp_ms: int, timestamp_type: TimestampType
 ) -> int:
+    if value is None:  # a message without a value never reached the deserializer
+        raise InvalidReading("invalid-json", "the message has no value")
     return parse_event_time(value["ts"])
 
 
 # --- Aggregation: the window's initializer and reducer --------------------------
 
 
+def is_watermark(reading: Reading) -> bool:
+    return "value" not in reading
+
+
 def initialize_stats(reading: Reading) -> WindowStats:
+    if is_watermark(reading):
+        return {"count": 0, "min": None, "max": None, "sum": 0.0, "compensation": 0.0}
     value = reading["value"]
     return {"count": 1, "min": value, "max": value, "sum": value, "compensation": 0.0}
 
 
 def add_reading(stats: WindowStats, reading: Reading) -> WindowStats:
+    if is_watermark(reading):
+        return stats
+    if stats["count"] == 0:
+        return initialize_stats(reading)
     value = reading["value"]
     total = stats["sum"] + value
     if abs(stats["sum"]) >= abs(value):
@@ -131,6 +176,11 @@ def add_reading(stats: WindowStats, reading: Reading) -> WindowStats:
         "sum": total,
         "compensation": stats["compensation"] + lost,
     }
+
+
+def has_readings(window: dict[str, Any]) -> bool:
+    """A window that only watermarks touched is not emitted."""
+    return window["value"]["count"] > 0
 
 
 def summarize_window(window: dict[str, Any]) -> dict[str, Any]:
@@ -155,52 +205,97 @@ def format_ms(epoch_ms: int) -> str:
     return (EPOCH + timedelta(milliseconds=epoch_ms)).isoformat(timespec="milliseconds")
 
 
-def skip_invalid_reading(exc: Exception, message: Any, _logger: logging.Logger) -> bool:
-    """on_consumer_error: log a bad reading and carry on; anything else stops the app."""
-    if not isinstance(exc, InvalidReading) or message is None:
-        return False
-    logger.warning(
-        "Skipped reading %s[%s]@%s key=%r: %s",
-        message.topic(),
-        message.partition(),
-        message.offset(),
-        message.key(),
-        exc,
-    )
-    return True
+def dead_letter_headers(headers: Any, reason: str, detail: str) -> list[tuple[str, bytes]]:
+    """The original headers, plus why the message could not be used."""
+    kept = [(k, v) for k, v in (headers or []) if k not in ("error", "error_detail")]
+    return [*kept, ("error", reason.encode()), ("error_detail", detail.encode())]
 
 
-def has_sensor_key(value: Reading, key: str | None, timestamp: int, headers: Any) -> bool:
-    if key:
+class DeadLetters:
+    """Sends unusable messages, unchanged, to the dead-letter topic, and counts them.
+
+    Each send is flushed before the processor moves on, so the raw message's
+    offset is never committed before its dead letter is on the broker.
+    """
+
+    def __init__(self, producer: Producer, topic: str, deserializer: ReadingDeserializer) -> None:
+        self.producer = producer
+        self.topic = topic
+        self.deserializer = deserializer
+        self.counters = deserializer.counters
+
+    def send(self, key: bytes | None, value: bytes, headers: Any, reason: str, detail: str) -> None:
+        self.producer.produce(
+            self.topic, key=key, value=value, headers=dead_letter_headers(headers, reason, detail)
+        )
+        if self.producer.flush(30) > 0:
+            raise RuntimeError(f"could not write to dead-letter topic {self.topic}")
+        self.counters[f"dead-lettered {reason}"] += 1
+
+    def on_consumer_error(self, exc: Exception, message: Any, _logger: logging.Logger) -> bool:
+        """Bad bytes, JSON or fields: dead-letter and go on. Anything else stops the app."""
+        if not isinstance(exc, InvalidReading) or message is None:
+            return False
+        logger.warning(
+            "Dead-lettered %s[%s]@%s key=%r: %s",
+            message.topic(), message.partition(), message.offset(), message.key(), exc,
+        )  # fmt: skip
+        self.send(message.key(), message.value(), message.headers(), exc.reason, exc.detail)
         return True
-    logger.warning("Skipped reading without a sensor key: %s", value)
-    return False
+
+    def keep_if_keyed(self, value: Reading, key: str | None, timestamp: int, headers: Any) -> bool:
+        if key:
+            return True
+        logger.warning("Dead-lettered a reading without a sensor key: %s", value)
+        payload, headers = self.deserializer.current
+        self.send(None, payload, headers, "no-key", "the message has no key (sensor id)")
+        return False
+
+    def on_late(
+        self, value: Reading, key: str, timestamp_ms: int, late_by_ms: int, start: int, end: int,
+        name: str, topic: str, partition: int, offset: int,
+    ) -> bool:  # fmt: skip
+        if is_watermark(value):
+            return False  # an old watermark says nothing new
+        detail = (
+            f"reading at {format_ms(timestamp_ms)} is {late_by_ms} ms late for window "
+            f"[{format_ms(start)}, {format_ms(end)}) of {key}"
+        )
+        logger.warning("Dead-lettered late reading %s[%s]@%s: %s", topic, partition, offset, detail)
+        payload, headers = self.deserializer.current
+        headers = [*(headers or []), ("window_start", str(start).encode()),
+                   ("window_end", str(end).encode())]  # fmt: skip
+        self.send(key.encode(), payload, headers, "late", detail)
+        return False  # logged here; Quix Streams need not
+
+    def count_window(self, window: dict[str, Any]) -> None:
+        self.counters["windows emitted"] += 1
+        self.counters["aggregated"] += window["temperature"]["count"]
 
 
-def report_late_reading(
-    value: Reading,
-    key: str,
-    timestamp_ms: int,
-    late_by_ms: int,
-    start: int,
-    end: int,
-    name: str,
-    topic: str,
-    partition: int,
-    offset: int,
-) -> bool:
-    logger.warning(
-        "Skipped late reading %s[%s]@%s from %s at %s: late by %d ms for window [%s, %s)",
-        topic,
-        partition,
-        offset,
-        key,
-        format_ms(timestamp_ms),
-        late_by_ms,
-        format_ms(start),
-        format_ms(end),
-    )
-    return False  # we logged it; Quix Streams need not
+def format_counters(counters: Counter[str]) -> str:
+    names = ["processed", "aggregated", "windows emitted", "watermarks"]
+    names += sorted(n for n in counters if n.startswith("dead-lettered"))
+    return ", ".join(f"{name}={counters[name]}" for name in names)
+
+
+@contextmanager
+def periodic_summary(counters: Counter[str], interval: float) -> Iterator[None]:
+    """Log the counters every `interval` seconds while the body runs, and once at the end."""
+    stop = threading.Event()
+
+    def log_every_interval() -> None:
+        while not stop.wait(interval):
+            logger.info("Summary: %s", format_counters(counters))
+
+    thread = threading.Thread(target=log_every_interval, name="summary", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        logger.info("Final summary: %s", format_counters(counters))
 
 
 def log_aggregate(value: dict[str, Any], key: str, timestamp: int, headers: Any) -> None:
@@ -262,33 +357,84 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=str.upper,
         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
     )
+    add_setting(
+        parser,
+        "--dlq-topic",
+        "DLQ_TOPIC",
+        None,
+        "dead-letter topic for unusable and late messages; default <raw topic>-dlq",
+    )
+    add_setting(
+        parser,
+        "--processing-guarantee",
+        "PROCESSING_GUARANTEE",
+        "at-least-once",
+        "at-least-once, or exactly-once with Kafka transactions",
+        choices=("at-least-once", "exactly-once"),
+    )
+    parser.add_argument(
+        "--exactly-once",
+        dest="processing_guarantee",
+        action="store_const",
+        const="exactly-once",
+        help="same as --processing-guarantee exactly-once",
+    )
+    add_setting(
+        parser,
+        "--commit-interval",
+        "COMMIT_INTERVAL",
+        5.0,
+        "seconds between commits (and transactions, with exactly-once)",
+        type=non_negative_float,
+    )
+    add_setting(
+        parser,
+        "--summary-interval",
+        "SUMMARY_INTERVAL",
+        60.0,
+        "seconds between counter summaries in the log",
+        type=non_negative_float,
+    )
     args = parser.parse_args(argv)
     if args.grace_seconds < 0:
         parser.error("--grace-seconds must be zero or more")
+    if args.summary_interval <= 0:
+        parser.error("--summary-interval must be more than zero")
+    args.dlq_topic = args.dlq_topic or f"{args.raw_topic}-dlq"
     return args
 
 
-def make_application(args: argparse.Namespace) -> Application:
+def make_application(args: argparse.Namespace, dead_letters: DeadLetters) -> Application:
     broker = BrokerSettings.from_args(args)
     return Application(
         broker_address=broker.connection(),
         consumer_group=args.consumer_group,
         auto_offset_reset=args.auto_offset_reset,
         state_dir=args.state_dir,
-        on_consumer_error=skip_invalid_reading,
+        processing_guarantee=args.processing_guarantee,
+        commit_interval=args.commit_interval,
+        on_consumer_error=dead_letters.on_consumer_error,
         # A 6 s session keeps group joins and failover quick on any broker.
         consumer_extra_config={"session.timeout.ms": 6000, "heartbeat.interval.ms": 1500},
         loglevel=None,  # use our log format
     )
 
 
-def build_pipeline(app: Application, args: argparse.Namespace) -> StreamingDataFrame:
+def make_dead_letters(args: argparse.Namespace) -> DeadLetters:
+    broker = BrokerSettings.from_args(args)
+    producer = Producer({**broker.librdkafka_config(), "enable.idempotence": True})
+    return DeadLetters(producer, args.dlq_topic, ReadingDeserializer(Counter()))
+
+
+def build_pipeline(
+    app: Application, args: argparse.Namespace, dead_letters: DeadLetters
+) -> StreamingDataFrame:
     """Raw topic -> tumbling window reduce -> agg topic; shared with the benchmarks."""
     topic_config = raw_topic_config(args.partitions)
     raw = app.topic(
         args.raw_topic,
         key_deserializer="string",
-        value_deserializer=ReadingDeserializer(),
+        value_deserializer=dead_letters.deserializer,
         timestamp_extractor=extract_event_time,
         config=topic_config,
     )
@@ -296,17 +442,19 @@ def build_pipeline(app: Application, args: argparse.Namespace) -> StreamingDataF
         args.agg_topic, key_serializer="string", value_serializer="json", config=topic_config
     )
     sdf = app.dataframe(raw)
-    sdf = sdf.filter(has_sensor_key, metadata=True)
+    sdf = sdf.filter(dead_letters.keep_if_keyed, metadata=True)
     sdf = sdf.tumbling_window(
         timedelta(seconds=args.window_seconds),
         grace_ms=timedelta(seconds=args.grace_seconds),
-        on_late=report_late_reading,
+        on_late=dead_letters.on_late,
     )
     # Close windows per sensor: a reading is late only against its own sensor's clock.
     sdf = sdf.reduce(reducer=add_reading, initializer=initialize_stats)
     sdf = sdf.final(closing_strategy="key")
+    sdf = sdf.filter(has_readings)
     sdf = sdf.apply(summarize_window)
     sdf = sdf.update(log_aggregate, metadata=True)
+    sdf = sdf.update(dead_letters.count_window)
     sdf = sdf.to_topic(aggregates)
     return sdf
 
@@ -314,17 +462,23 @@ def build_pipeline(app: Application, args: argparse.Namespace) -> StreamingDataF
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     configure_logging(args.log_level)
+    broker = BrokerSettings.from_args(args)
     try:
-        wait_for_broker(BrokerSettings.from_args(args), args.broker_timeout)
+        wait_for_broker(broker, args.broker_timeout)
+        ensure_topic(broker, args.dlq_topic, args.partitions, args.broker_timeout)
     except BrokerUnavailable as exc:
         logger.error("%s", exc)
         return 1
-    app = make_application(args)
-    build_pipeline(app, args)
+    dead_letters = make_dead_letters(args)
+    app = make_application(args, dead_letters)
+    build_pipeline(app, args, dead_letters)
     logger.info(
-        "Aggregating %s into %ss windows on %s", args.raw_topic, args.window_seconds, args.agg_topic
-    )
-    app.run()
+        "Aggregating %s into %ss windows on %s (%s); dead letters to %s",
+        args.raw_topic, args.window_seconds, args.agg_topic, args.processing_guarantee,
+        args.dlq_topic,
+    )  # fmt: skip
+    with periodic_summary(dead_letters.counters, args.summary_interval):
+        app.run()
     return 0
 
 

@@ -125,8 +125,8 @@ def test_processor_emits_exactly_the_expected_windows(
         wait_until_caught_up(broker_address, names.group, names.raw, len(DATASET))
         windows = as_windows(read_to_end(broker_address, names.agg))
         assert windows == approx_means(model.windows)
-        assert processor.output().count("Skipped late reading") == 2
-        assert "from Sensor1 at 2026-11-26T00:00:09.500+00:00" in processor.output()
+        assert processor.output().count("Dead-lettered late reading") == 2
+        assert "reading at 2026-11-26T00:00:09.500+00:00 is 500 ms late" in processor.output()
         assert processor.process.poll() is None
         assert processor.stop(signal.SIGTERM) == 0
 
