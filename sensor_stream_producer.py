@@ -18,11 +18,20 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from confluent_kafka import KafkaError, Message, Producer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TaskID,
+    TextColumn,
+)
 
 from sensor_settings import (
     BrokerSettings,
@@ -88,6 +97,11 @@ def make_reading(moment: datetime, value: float) -> dict[str, object]:
     return {"ts": moment.isoformat(), "value": value}
 
 
+def make_watermark(moment: datetime) -> dict[str, object]:
+    """ "No reading older than `moment` will follow": lets the processor close windows."""
+    return {"ts": moment.isoformat(), "watermark": True}
+
+
 def encode_reading(reading: dict[str, object]) -> bytes:
     return json.dumps(reading).encode()
 
@@ -107,28 +121,160 @@ class DeliveryReport:
             logger.error("Delivery failed for key %s: %s", msg.key(), err)
 
 
-def produce_reading(
-    producer: Producer,
-    topic: str,
-    sensor_id: str,
-    moment: datetime,
-    value: float,
-    on_delivery: DeliveryReport,
+class SensorProducer:
+    """Produces readings and watermarks; every message gets a delivery callback."""
+
+    def __init__(self, producer: Producer, topic: str, sensor_ids: list[str]) -> None:
+        self.producer = producer
+        self.topic = topic
+        self.sensor_ids = sensor_ids
+        self.readings = DeliveryReport()
+        self.watermarks = DeliveryReport()
+        self.produced = 0
+        self.last_event_time: datetime | None = None
+        self.started_at = self.last_sent_at = time.monotonic()
+
+    def _produce(self, key: str, payload: bytes, moment: datetime, report: DeliveryReport) -> None:
+        while True:
+            try:
+                self.producer.produce(
+                    self.topic,
+                    key=key.encode(),
+                    value=payload,
+                    headers={"uuid": str(uuid.uuid4())},
+                    timestamp=to_epoch_ms(moment),
+                    on_delivery=report,
+                )
+                self.producer.poll(0)
+                self.last_sent_at = time.monotonic()
+                return
+            except BufferError:
+                # The local queue is full: serve delivery callbacks to make room.
+                self.producer.poll(0.1)
+
+    def send_reading(self, sensor_id: str, moment: datetime, value: float) -> None:
+        self._produce(sensor_id, encode_reading(make_reading(moment, value)), moment, self.readings)
+        self.produced += 1
+        self.last_event_time = moment
+
+    def send_watermarks(self, moment: datetime) -> None:
+        """Tell the processor each sensor's event time has reached `moment`."""
+        payload = encode_reading(make_watermark(moment))
+        for sensor_id in self.sensor_ids:
+            self._produce(sensor_id, payload, moment, self.watermarks)
+
+    def flush(self, timeout: float) -> int:
+        """Wait for outstanding deliveries; return how many are still undelivered."""
+        return self.producer.flush(timeout)
+
+
+def history_schedule(
+    backfill: float, rate: float, sensors: int, now: datetime
+) -> Iterator[datetime]:
+    """Event times for --backfill: from now - backfill up to now, spaced as at --rate.
+
+    At --rate 0 the history has one reading per sensor per second.
+    """
+    spacing = timedelta(seconds=1 / rate if rate else 1 / sensors)
+    moment = now - timedelta(seconds=backfill)
+    while moment < now:
+        yield moment
+        moment += spacing
+
+
+def wait_for_turn(due: float, sensors: SensorProducer, idle: float, stop: threading.Event) -> bool:
+    """Sleep until `due` (monotonic); send watermarks each `idle` s meanwhile. False if stopped."""
+    while (now := time.monotonic()) < due:
+        watermark_due = sensors.last_sent_at + idle
+        if idle and watermark_due < due:
+            if stop.wait(max(0.0, watermark_due - now)):
+                return False
+            sensors.send_watermarks(datetime.now(UTC))
+        elif stop.wait(due - now):
+            return False
+    return True
+
+
+def run(
+    sensors: SensorProducer,
+    readings: Iterator[tuple[str, float]],
+    args: argparse.Namespace,
+    stop: threading.Event,
+    on_progress: Callable[[], None],
 ) -> None:
-    while True:
-        try:
-            producer.produce(
-                topic,
-                key=sensor_id.encode(),
-                value=encode_reading(make_reading(moment, value)),
-                headers={"uuid": str(uuid.uuid4())},
-                timestamp=to_epoch_ms(moment),
-                on_delivery=on_delivery,
-            )
+    """Produce the history, then live readings, until --count is reached or a stop."""
+
+    def more_wanted() -> bool:
+        return not stop.is_set() and (args.count == 0 or sensors.produced < args.count)
+
+    shown_at = 0.0
+
+    def tick() -> None:
+        nonlocal shown_at
+        if (now := time.monotonic()) - shown_at > 0.1:
+            on_progress()
+            shown_at = now
+
+    if args.backfill:
+        now = datetime.now(UTC)
+        for moment in history_schedule(args.backfill, args.rate, args.sensors, now):
+            if not more_wanted():
+                return
+            sensors.send_reading(*next_reading(readings, moment))
+            tick()
+
+    interval = 1.0 / args.rate if args.rate else 0.0
+    started = time.monotonic()
+    live = 0
+    while more_wanted():
+        # Pace against the start time, not the last send, so the rate holds.
+        if interval and not wait_for_turn(
+            started + live * interval, sensors, args.idle_watermark_seconds, stop
+        ):
             return
-        except BufferError:
-            # The local queue is full: serve delivery callbacks to make room.
-            producer.poll(0.1)
+        sensors.send_reading(*next_reading(readings, datetime.now(UTC)))
+        live += 1
+        tick()
+
+
+def next_reading(
+    readings: Iterator[tuple[str, float]], moment: datetime
+) -> tuple[str, datetime, float]:
+    sensor_id, value = next(readings)
+    return sensor_id, moment, value
+
+
+def send_final_watermark(sensors: SensorProducer, lead_seconds: float) -> None:
+    if sensors.last_event_time is None:
+        return
+    moment = max(sensors.last_event_time, datetime.now(UTC)) + timedelta(seconds=lead_seconds)
+    sensors.send_watermarks(moment)
+    logger.info("Sent watermarks at %s for %d sensors", moment.isoformat(), len(sensors.sensor_ids))
+
+
+def show(progress: Progress, task: TaskID, sensors: SensorProducer) -> None:
+    elapsed = time.monotonic() - sensors.started_at
+    report = sensors.readings
+    progress.update(
+        task,
+        completed=sensors.produced,
+        rate=f"{sensors.produced / elapsed:,.0f}" if elapsed > 0 else "0",
+        deliveries=f"delivered {report.delivered:,} failed {report.failed:,}",
+    )
+
+
+def make_progress(total: int, quiet: bool) -> Progress:
+    """A bar when --count is set, a running counter otherwise; stderr, and only on a terminal."""
+    console = Console(stderr=True)
+    columns: list[str | ProgressColumn] = [TextColumn("[bold]readings")]
+    if total:
+        columns += [BarColumn(), MofNCompleteColumn()]
+    else:
+        columns += [TextColumn("{task.completed}")]
+    columns += [TextColumn("{task.fields[rate]}/s"), TextColumn("{task.fields[deliveries]}")]
+    return Progress(
+        *columns, console=console, disable=quiet or not console.is_terminal, transient=False
+    )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -141,7 +287,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--count",
         "COUNT",
         1000,
-        "readings to produce; 0 = until stopped",
+        "readings to produce, history included; 0 = until stopped",
         type=non_negative_int,
     )
     add_setting(
@@ -158,13 +304,39 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_setting(parser, "--seed", "SEED", None, "random seed for a repeatable stream", type=int)
     add_setting(
         parser,
+        "--backfill",
+        "BACKFILL_SECONDS",
+        0.0,
+        "first produce this many seconds of history, as fast as possible",
+        type=non_negative_float,
+    )
+    add_setting(
+        parser,
+        "--idle-watermark-seconds",
+        "IDLE_WATERMARK_SECONDS",
+        5.0,
+        "after this long without a reading, send a watermark for every sensor; 0 = never",
+        type=non_negative_float,
+    )
+    add_setting(
+        parser,
+        "--final-watermark-seconds",
+        "FINAL_WATERMARK_SECONDS",
+        11.0,
+        "on a clean stop, declare event time reached the last reading plus this much, "
+        "so the processor closes every open window (window 10 s + grace 1 s)",
+        type=non_negative_float,
+    )
+    add_setting(
+        parser,
         "--delivery-timeout",
         "DELIVERY_TIMEOUT",
         120.0,
-        "seconds to keep retrying a reading while the broker is unreachable",
+        "seconds to keep retrying a message while the broker is unreachable",
         type=non_negative_float,
     )
-    return parser.parse_args(argv)
+    parser.add_argument("--quiet", action="store_true", help="no progress display")
+    return parser.parse_args(argv)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -182,45 +354,39 @@ def main(argv: list[str] | None = None) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
 
-    producer = Producer(
-        {
-            **broker.librdkafka_config(),
-            "linger.ms": 20,
-            "message.timeout.ms": int(args.delivery_timeout * 1000),
-        }
+    producer = Producer({
+        **broker.librdkafka_config(),
+        "linger.ms": 20,
+        "message.timeout.ms": int(args.delivery_timeout * 1000),
+    })  # fmt: skip
+    rng = random.Random(args.seed)
+    sensors = SensorProducer(
+        producer, args.raw_topic, [f"Sensor{n}" for n in range(1, args.sensors + 1)]
     )
-    report = DeliveryReport()
-    readings = generate_readings(args.sensors, random.Random(args.seed))
-    interval = 1.0 / args.rate if args.rate else 0.0
-    started = time.monotonic()
+    readings = generate_readings(args.sensors, rng)
     logger.info(
-        "Producing %s readings from %d sensors to %s at %s",
-        args.count or "unlimited",
-        args.sensors,
-        args.raw_topic,
+        "Producing %s readings from %d sensors to %s at %s%s",
+        args.count or "unlimited", args.sensors, args.raw_topic,
         f"{args.rate:g}/s" if args.rate else "full speed",
-    )
-    produced = 0
+        f", after {args.backfill:g} s of history" if args.backfill else "",
+    )  # fmt: skip
     try:
-        while not stop.is_set() and (args.count == 0 or produced < args.count):
-            if interval:
-                # Pace against the start time, not the last send, so the rate holds.
-                delay = started + produced * interval - time.monotonic()
-                if delay > 0 and stop.wait(delay):
-                    break
-            sensor_id, value = next(readings)
-            produce_reading(producer, args.raw_topic, sensor_id, datetime.now(UTC), value, report)
-            produced += 1
-            producer.poll(0)
+        with make_progress(args.count, args.quiet) as progress:
+            task = progress.add_task("readings", total=args.count or None, rate="0", deliveries="")
+            run(sensors, readings, args, stop, lambda: show(progress, task, sensors))
+            show(progress, task, sensors)
+        # Normal end, Ctrl-C and SIGTERM alike: no more readings will come from us.
+        send_final_watermark(sensors, args.final_watermark_seconds)
     finally:
-        undelivered = producer.flush(args.delivery_timeout + 5)
+        undelivered = sensors.flush(args.delivery_timeout + 5)
+    report = sensors.readings
     failed = report.failed + undelivered
     print(
-        f"Delivered {report.delivered} of {produced} readings to {args.raw_topic}"
-        f" ({failed} failed)",
+        f"Delivered {report.delivered} of {sensors.produced} readings to {args.raw_topic}"
+        f" ({failed} failed); {sensors.watermarks.delivered} watermarks",
         file=sys.stderr,
     )
-    return 1 if failed else 0
+    return 1 if failed or sensors.watermarks.failed else 0
 
 
 if __name__ == "__main__":

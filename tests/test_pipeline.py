@@ -16,7 +16,6 @@ from embedded_broker import find_free_port
 from kafka_helpers import (
     Record,
     Script,
-    consume_count,
     create_topic,
     produce,
     read_to_end,
@@ -203,9 +202,11 @@ def test_producer_count_makes_exactly_that_many_well_formed_messages(
     assert result.returncode == 0, result.stderr
     assert "Delivered 60 of 60 readings" in result.stderr
     records = read_to_end(broker_address, names.raw)
-    assert len(records) == 60
-    assert sorted({r.key for r in records}) == ["Sensor1", "Sensor2", "Sensor3", "Sensor4"]
-    for record in records:
+    readings = [r for r in records if "watermark" not in r.json()]
+    watermarks = [r for r in records if "watermark" in r.json()]
+    assert len(readings) == 60
+    assert sorted({r.key for r in readings}) == ["Sensor1", "Sensor2", "Sensor3", "Sensor4"]
+    for record in readings:
         value = record.json()
         assert set(value) == {"ts", "value"}
         assert isinstance(value["value"], float)
@@ -215,7 +216,11 @@ def test_producer_count_makes_exactly_that_many_well_formed_messages(
             milliseconds=1
         )
         uuid.UUID(record.headers["uuid"].decode())
-    assert len({r.headers["uuid"] for r in records}) == 60
+    # On its clean stop, one watermark per sensor, 11 s past the last reading.
+    assert sorted(r.key for r in watermarks) == ["Sensor1", "Sensor2", "Sensor3", "Sensor4"]
+    last_reading_ms = max(r.timestamp_ms for r in readings)
+    assert all(r.timestamp_ms >= last_reading_ms + 11_000 for r in watermarks)
+    assert len({r.headers["uuid"] for r in records}) == len(records)
 
 
 def test_producer_and_processor_together(broker_address: str, names, tmp_path: Path) -> None:
@@ -228,12 +233,14 @@ def test_producer_and_processor_together(broker_address: str, names, tmp_path: P
             "--count", "150", "--sensors", "3", "--rate", "50",
         )  # fmt: skip
         assert producer.returncode == 0, producer.stderr
-        raw = consume_count(broker_address, names.raw, 150)
-        wait_until_caught_up(broker_address, names.group, names.raw, 150)
+        raw = read_to_end(broker_address, names.raw)
+        assert len(raw) == 150 + 3  # and a watermark per sensor when the producer stopped
+        wait_until_caught_up(broker_address, names.group, names.raw, len(raw))
         model = expected_windows(
-            [(r.key, r.timestamp_ms, r.json()["value"]) for r in raw], 1_000, 0
+            [(r.key, r.timestamp_ms, r.json().get("value")) for r in raw], 1_000, 0
         )
-        assert len(model.windows) >= 6  # 3 s of readings: at least two closed windows each
+        assert model.open_windows == {}  # the watermarks closed even the last windows
+        assert len(model.windows) >= 9  # 3 s of readings: at least three windows each
         windows = as_windows(read_to_end(broker_address, names.agg))
         assert windows == approx_means(model.windows)
         assert processor.output().count("INFO sensor_stream_processor: Sensor") == len(windows)
