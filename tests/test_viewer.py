@@ -172,7 +172,7 @@ def test_read_aggregate_logs_and_skips_a_malformed_message(
 ) -> None:
     board = SensorBoard()
     with caplog.at_level(logging.WARNING, logger="sensor_stream_viewer"):
-        result = read_aggregate(FakeMessage(b"Sensor1", b"garbage", 41), board)  # type: ignore[arg-type]
+        result = read_aggregate(FakeMessage(b"Sensor1", b"garbage", 41), board)
     assert result is None
     assert board.skipped == 1
     assert [r.getMessage() for r in caplog.records] == [
@@ -286,7 +286,7 @@ def test_collect_series_groups_by_sensor_and_skips_malformed(
         FakeMessage(b"Sensor3", b'{"ts": "2026-03-01T05:08:02Z"}'),
     ]
     with caplog.at_level(logging.WARNING, logger="sensor_stream_viewer"):
-        series = collect_series(aggregates, raw)  # type: ignore[arg-type]
+        series = collect_series(aggregates, raw)
     assert list(series) == ["Sensor1", "Sensor2", "Sensor3", "Sensor10"]
     assert series["Sensor1"].readings == [
         (T0 + timedelta(seconds=1), 21.2),
@@ -299,8 +299,8 @@ def test_collect_series_groups_by_sensor_and_skips_malformed(
 
 def test_matplotlib_chart_has_a_panel_per_sensor_with_points_mean_and_band() -> None:
     series = collect_series(
-        [FakeMessage(k, v) for k, v in RECORDED],  # type: ignore[misc]
-        [FakeMessage(b"Sensor2", reading("2026-03-01T05:08:12Z", 24.1))],  # type: ignore[list-item]
+        [FakeMessage(k, v) for k, v in RECORDED],
+        [FakeMessage(b"Sensor2", reading("2026-03-01T05:08:12Z", 24.1))],
     )
     figure = plot_matplotlib(series)
     assert [ax.get_title(loc="left") for ax in figure.axes] == [
@@ -477,5 +477,5 @@ def plotly_traces(html: str) -> list[dict[str, Any]]:
 
 
 def test_plotly_figure_has_four_traces_per_sensor() -> None:
-    series = collect_series([FakeMessage(k, v) for k, v in RECORDED], [])  # type: ignore[misc]
+    series = collect_series([FakeMessage(k, v) for k, v in RECORDED], [])
     assert len(plot_plotly(series).data) == 12
