@@ -1,0 +1,481 @@
+"""The viewer: board, sparkline and table without a broker; plain mode and charts with one."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kafka_helpers import Script, consume_count, create_topic, produce, reading, run_script
+from rich.console import Console
+
+from embedded_broker import find_free_port
+from sensor_settings import BrokerSettings
+from sensor_stream_viewer import (
+    Aggregate,
+    InvalidAggregate,
+    SensorBoard,
+    collect_series,
+    format_footer,
+    format_plain_line,
+    parse_aggregate,
+    parse_args,
+    plot_matplotlib,
+    plot_plotly,
+    read_aggregate,
+    read_topic_to_end,
+    render_table,
+    sparkline,
+    window_steps,
+)
+
+T0 = datetime(2026, 3, 1, 5, 8, 0, tzinfo=UTC)
+
+
+def ms(seconds_after_t0: float) -> int:
+    return int((T0 + timedelta(seconds=seconds_after_t0)).timestamp() * 1000)
+
+
+def aggregate_message(start_s: int, count: int, low: float, mean: float, high: float) -> bytes:
+    """An aggregate exactly as sensor_stream_processor.py writes it, for a 10 s window."""
+    return json.dumps(
+        {
+            "start": ms(start_s),
+            "end": ms(start_s + 10),
+            "temperature": {"count": count, "min": low, "max": high, "mean": mean},
+        }
+    ).encode()
+
+
+# Recorded from a run of the processor: (key, value) as they sat on the topic.
+RECORDED = [
+    (b"Sensor1", aggregate_message(0, 8, 21.37, 21.5, 21.9)),
+    (b"Sensor10", aggregate_message(0, 7, 18.02, 18.25, 18.6)),
+    (b"Sensor1", aggregate_message(10, 8, 21.4, 21.75, 22.1)),
+    (b"Sensor2", aggregate_message(10, 8, 24.0, 24.125, 24.3)),
+    (b"Sensor1", aggregate_message(20, 8, 21.3, 21.625, 21.95)),
+]
+
+
+def recorded_board() -> SensorBoard:
+    board = SensorBoard()
+    for key, value in RECORDED:
+        board.add(parse_aggregate(key, value))
+    return board
+
+
+@dataclass
+class FakeMessage:
+    """The parts of confluent_kafka.Message the viewer reads."""
+
+    _key: bytes | None
+    _value: bytes | None
+    _offset: int = 0
+
+    def key(self) -> bytes | None:
+        return self._key
+
+    def value(self) -> bytes | None:
+        return self._value
+
+    def error(self) -> None:
+        return None
+
+    def topic(self) -> str:
+        return "agg"
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return self._offset
+
+
+# --- Sparkline -------------------------------------------------------------------------
+
+
+def test_sparkline_spans_lowest_to_highest_block() -> None:
+    assert sparkline([0, 1, 2, 3, 4, 5, 6, 7], 8) == "▁▂▃▄▅▆▇█"
+
+
+def test_sparkline_keeps_only_the_last_width_values() -> None:
+    assert sparkline([9, 0, 7, 7], 3) == "▁██"
+
+
+def test_sparkline_rounds_to_the_nearest_block() -> None:
+    assert sparkline([20.0, 20.5, 21.0], 10) == "▁▅█"
+
+
+def test_sparkline_of_a_flat_series_sits_in_the_middle() -> None:
+    assert sparkline([21.5, 21.5, 21.5], 5) == "▅▅▅"
+
+
+@pytest.mark.parametrize(("values", "width"), [([], 5), ([1.0, 2.0], 0)])
+def test_sparkline_of_nothing_is_empty(values: list[float], width: int) -> None:
+    assert sparkline(values, width) == ""
+
+
+# --- Parsing aggregates ----------------------------------------------------------------------
+
+
+def test_parse_aggregate_reads_the_processor_output() -> None:
+    assert parse_aggregate(*RECORDED[0]) == Aggregate(
+        sensor="Sensor1", start_ms=ms(0), end_ms=ms(10), count=8, min=21.37, mean=21.5, max=21.9
+    )
+
+
+def stats(**changes: Any) -> bytes:
+    message = json.loads(aggregate_message(0, 8, 21.0, 21.5, 22.0))
+    for name, value in changes.items():
+        if name in ("start", "end"):
+            message[name] = value
+        else:
+            message["temperature"][name] = value
+    return json.dumps(message).encode()
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "reason"),
+    [
+        (None, stats(), "no sensor key"),
+        (b"Sensor1", None, "not an object"),
+        (b"Sensor1", b"{not json", "not UTF-8 JSON"),
+        (b"\xff", stats(), "not UTF-8 JSON"),
+        (b"Sensor1", b"[1, 2]", "not an object"),
+        (b"Sensor1", b'{"start": 0, "end": 10}', "not an object with a 'temperature'"),
+        (b"Sensor1", stats(end=ms(0)), "bad window bounds"),
+        (b"Sensor1", stats(start="05:08:00"), "bad window bounds"),
+        (b"Sensor1", stats(count=0), "bad count 0"),
+        (b"Sensor1", stats(count=True), "bad count True"),
+        (b"Sensor1", stats(mean="21.5"), "not all numbers"),
+        (b"Sensor1", stats(max=math.nan), "not all numbers"),
+        (b"Sensor1", stats(min=None), "not all numbers"),
+    ],
+)
+def test_parse_aggregate_rejects_malformed_messages(
+    key: bytes | None, value: bytes | None, reason: str
+) -> None:
+    with pytest.raises(InvalidAggregate, match=re.escape(reason)):
+        parse_aggregate(key, value)
+
+
+def test_read_aggregate_logs_and_skips_a_malformed_message(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    board = SensorBoard()
+    with caplog.at_level(logging.WARNING, logger="sensor_stream_viewer"):
+        result = read_aggregate(FakeMessage(b"Sensor1", b"garbage", 41), board)
+    assert result is None
+    assert board.skipped == 1
+    assert [r.getMessage() for r in caplog.records] == [
+        "Skipped malformed aggregate agg[0]@41: "
+        "not UTF-8 JSON (Expecting value: line 1 column 1 (char 0))"
+    ]
+
+
+# --- The board ------------------------------------------------------------------------------
+
+
+def test_board_counts_windows_and_keeps_recent_means_per_sensor() -> None:
+    board = recorded_board()
+    assert sorted(board.rows) == ["Sensor1", "Sensor10", "Sensor2"]
+    assert [board.rows[s].windows for s in ("Sensor1", "Sensor2", "Sensor10")] == [3, 1, 1]
+    assert list(board.rows["Sensor1"].means) == [21.5, 21.75, 21.625]
+    assert board.rows["Sensor1"].last == parse_aggregate(*RECORDED[4])
+    assert board.newest_end_ms() == ms(30)
+
+
+def test_board_input_rate_sums_each_sensors_newest_window() -> None:
+    # Sensor1 8/10 s, Sensor2 8/10 s, Sensor10 7/10 s.
+    assert recorded_board().input_rate() == pytest.approx(2.3)
+
+
+def test_board_lag_is_now_minus_the_newest_window_end() -> None:
+    assert recorded_board().lag_seconds(T0 + timedelta(seconds=42.5)) == 12.5
+    assert SensorBoard().lag_seconds(T0) is None
+
+
+def test_board_keeps_the_newest_window_when_an_older_one_arrives_later() -> None:
+    board = SensorBoard()
+    board.add(parse_aggregate(b"Sensor1", aggregate_message(10, 8, 21.0, 21.5, 22.0)))
+    board.add(parse_aggregate(b"Sensor1", aggregate_message(0, 6, 20.0, 20.5, 21.0)))
+    assert board.rows["Sensor1"].last.start_ms == ms(10)
+    assert board.rows["Sensor1"].windows == 2
+
+
+# --- Rendering ----------------------------------------------------------------------------
+
+
+def render_text(board: SensorBoard, now: datetime, width: int = 80) -> list[str]:
+    console = Console(record=True, width=width, color_system=None, file=io.StringIO())
+    console.print(render_table(board, now))
+    # Title and footer are centred; strip the padding so the lines read plainly.
+    return [line.strip() for line in console.export_text().splitlines()]
+
+
+def test_render_table_shows_one_row_per_sensor_in_natural_order() -> None:
+    rendered_rows = render_text(recorded_board(), T0 + timedelta(seconds=42))
+    assert rendered_rows == [
+        "Temperature per sensor, latest window",
+        "Sensor    Window (UTC)       Count    Min   Mean    Max  Recent means  Windows",
+        "──────────────────────────────────────────────────────────────────────────────",
+        "Sensor1   05:08:20-05:08:30      8  21.30  21.62  21.95  ▁█▅                 3",
+        "Sensor2   05:08:10-05:08:20      8  24.00  24.12  24.30  ▅                   1",
+        "Sensor10  05:08:00-05:08:10      7  18.02  18.25  18.60  ▅                   1",
+        "input 2.3 readings/s · lag 12.0 s behind the newest window · 5 windows",
+    ]
+
+
+def test_footer_counts_skipped_messages() -> None:
+    board = recorded_board()
+    board.skipped = 2
+    assert format_footer(board, T0 + timedelta(seconds=31)) == (
+        "input 2.3 readings/s · lag 1.0 s behind the newest window · 5 windows"
+        " · 2 malformed skipped"
+    )
+
+
+def test_render_table_of_an_empty_board_has_headers_only() -> None:
+    assert render_text(SensorBoard(), T0)[1:4] == [
+        "Sensor  Window (UTC)  Count  Min  Mean  Max  Recent means  Windows",
+        "─" * 66,
+        "input 0.0 readings/s · lag - · 0 windows",
+    ]
+
+
+def test_plain_line_format_is_stable() -> None:
+    assert format_plain_line(parse_aggregate(*RECORDED[0])) == (
+        "Sensor1 05:08:00-05:08:10 count=8 min=21.37 mean=21.50 max=21.90"
+    )
+
+
+# --- Chart data, without a broker ----------------------------------------------------------
+
+
+def test_window_steps_draw_flat_steps_and_break_at_gaps() -> None:
+    windows = [
+        parse_aggregate(b"S", aggregate_message(0, 1, 1.0, 2.0, 3.0)),
+        parse_aggregate(b"S", aggregate_message(10, 1, 4.0, 5.0, 6.0)),
+        parse_aggregate(b"S", aggregate_message(30, 1, 7.0, 8.0, 9.0)),
+    ]
+    times, mins, means, maxes = window_steps(windows)
+    assert times == [T0 + timedelta(seconds=s) for s in (0, 10, 10, 20, 20, 30, 40)]
+    assert mins[:4] == [1.0, 1.0, 4.0, 4.0]
+    assert math.isnan(means[4])
+    assert means[5:] == [8.0, 8.0]
+    assert maxes == pytest.approx([3.0, 3.0, 6.0, 6.0, math.nan, 9.0, 9.0], nan_ok=True)
+
+
+def test_collect_series_groups_by_sensor_and_skips_malformed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    aggregates = [FakeMessage(k, v) for k, v in RECORDED] + [FakeMessage(b"Sensor1", b"x")]
+    raw = [
+        FakeMessage(b"Sensor1", reading("2026-03-01T05:08:03Z", 21.4)),
+        FakeMessage(b"Sensor1", reading("2026-03-01T05:08:01+00:00", 21.2)),
+        FakeMessage(b"Sensor3", reading("2026-03-01T05:08:02Z", 19.0)),
+        FakeMessage(None, reading("2026-03-01T05:08:02Z", 19.0)),
+        FakeMessage(b"Sensor3", b'{"ts": "2026-03-01T05:08:02Z"}'),
+    ]
+    with caplog.at_level(logging.WARNING, logger="sensor_stream_viewer"):
+        series = collect_series(aggregates, raw)
+    assert list(series) == ["Sensor1", "Sensor2", "Sensor3", "Sensor10"]
+    assert series["Sensor1"].readings == [
+        (T0 + timedelta(seconds=1), 21.2),
+        (T0 + timedelta(seconds=3), 21.4),
+    ]
+    assert [w.start_ms for w in series["Sensor1"].windows] == [ms(0), ms(10), ms(20)]
+    assert series["Sensor3"].windows == []
+    assert caplog.messages == ["Skipped 3 malformed messages while charting"]
+
+
+def test_matplotlib_chart_has_a_panel_per_sensor_with_points_mean_and_band() -> None:
+    series = collect_series(
+        [FakeMessage(k, v) for k, v in RECORDED],
+        [FakeMessage(b"Sensor2", reading("2026-03-01T05:08:12Z", 24.1))],
+    )
+    figure = plot_matplotlib(series)
+    assert [ax.get_title(loc="left") for ax in figure.axes] == [
+        "Sensor1: 0 readings, 3 windows",
+        "Sensor2: 1 readings, 1 windows",
+        "Sensor10: 0 readings, 1 windows",
+    ]
+    assert [len(ax.lines) for ax in figure.axes] == [1, 1, 1]
+    assert [len(ax.collections) for ax in figure.axes] == [2, 2, 2]  # band + points
+
+
+def test_chart_file_must_be_a_supported_type() -> None:
+    assert parse_args(["--plot", "out.HTML"]).plot == Path("out.HTML")
+    with pytest.raises(SystemExit):
+        parse_args(["--plot", "out.jpg"])
+
+
+def test_viewer_exits_1_with_one_line_when_no_broker_answers() -> None:
+    port = find_free_port()
+    result = run_script(
+        "sensor_stream_viewer.py", "--broker-address", f"127.0.0.1:{port}", "--broker-timeout", "1"
+    )
+    assert result.returncode == 1
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1
+    assert f"ERROR sensor_stream_viewer: no Kafka broker answered at 127.0.0.1:{port}" in lines[0]
+
+
+# --- With a real broker ---------------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_plain_mode_prints_one_line_per_aggregate(broker_address: str, names: Any) -> None:
+    create_topic(broker_address, names.agg)
+    produce(broker_address, names.agg, [*RECORDED[:3], (b"Sensor1", b"not json"), RECORDED[3]])
+    result = run_script(
+        "sensor_stream_viewer.py",
+        "--broker-address",
+        broker_address,
+        "--agg-topic",
+        names.agg,
+        "--duration",
+        "5",
+        "--plain",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "Sensor1 05:08:00-05:08:10 count=8 min=21.37 mean=21.50 max=21.90",
+        "Sensor10 05:08:00-05:08:10 count=7 min=18.02 mean=18.25 max=18.60",
+        "Sensor1 05:08:10-05:08:20 count=8 min=21.40 mean=21.75 max=22.10",
+        "Sensor2 05:08:10-05:08:20 count=8 min=24.00 mean=24.12 max=24.30",
+    ]
+    assert f"Skipped malformed aggregate {names.agg}[0]@3: not UTF-8 JSON" in result.stderr
+
+
+@pytest.mark.integration
+def test_viewer_stops_cleanly_on_sigterm(broker_address: str, names: Any) -> None:
+    create_topic(broker_address, names.agg)
+    produce(broker_address, names.agg, RECORDED[:1])
+    with Script(
+        "sensor_stream_viewer.py", "--broker-address", broker_address, "--agg-topic", names.agg
+    ) as viewer:  # stdout is a file, so plain mode without --plain
+        viewer.wait_for_output("Sensor1 05:08:00-05:08:10 count=8", timeout=30)
+        assert viewer.stop() == 0
+
+
+# A small real run: hand-made readings spanning 35 s of event time, aggregated by
+# the real processor. Each sensor gets 3 closed windows; the 4th stays open.
+SENSOR_VALUES = {"Sensor1": [20.0, 20.5, 21.0, 21.5, 22.0], "Sensor2": [25.0, 24.0, 23.0]}
+READINGS_PER_SENSOR = 35
+
+
+@dataclass(frozen=True)
+class RealRun:
+    broker_address: str
+    raw: str
+    agg: str
+
+
+@pytest.fixture(scope="module")
+def real_run(broker_address: str, tmp_path_factory: pytest.TempPathFactory) -> RealRun:
+    prefix = f"viewer_chart_{uuid.uuid4().hex[:8]}"
+    run = RealRun(broker_address, f"{prefix}-raw", f"{prefix}-agg")
+    now = datetime.now(UTC)
+    base = now.replace(second=now.second // 10 * 10, microsecond=0) - timedelta(seconds=60)
+    messages: list[tuple[str | bytes | None, bytes | None]] = [
+        (sensor, reading((base + timedelta(seconds=i)).isoformat(), values[i % len(values)]))
+        for i in range(READINGS_PER_SENSOR)
+        for sensor, values in SENSOR_VALUES.items()
+    ]
+    messages.insert(7, ("Sensor1", b"not a reading"))
+    create_topic(broker_address, run.raw)
+    create_topic(broker_address, run.agg)  # a reader subscribed to a missing topic never sees it
+    produce(broker_address, run.raw, messages)
+    state_dir = tmp_path_factory.mktemp("state")
+    with Script(
+        "sensor_stream_processor.py",
+        *("--broker-address", broker_address, "--raw-topic", run.raw, "--agg-topic", run.agg),
+        *("--consumer-group", f"{prefix}-group", "--state-dir", str(state_dir)),
+        *("--partitions", "1"),
+    ) as processor:
+        consume_count(broker_address, run.agg, 6, timeout=90)
+        assert processor.stop() == 0
+    return run
+
+
+def plot(run: RealRun, path: Path) -> None:
+    result = run_script(
+        "sensor_stream_viewer.py",
+        *("--broker-address", run.broker_address, "--raw-topic", run.raw, "--agg-topic", run.agg),
+        *("--plot", str(path)),
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"Wrote {path}: 2 sensors, 70 readings, 6 windows" in result.stderr
+
+
+@pytest.mark.integration
+def test_png_chart_from_a_real_run(real_run: RealRun, tmp_path: Path) -> None:
+    path = tmp_path / "chart.png"
+    plot(real_run, path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert 20_000 < path.stat().st_size < 300_000
+
+
+@pytest.mark.integration
+def test_chart_figure_from_a_real_run_has_the_right_series(real_run: RealRun) -> None:
+    broker = BrokerSettings(real_run.broker_address)
+    series = collect_series(
+        read_topic_to_end(broker, real_run.agg, 30), read_topic_to_end(broker, real_run.raw, 30)
+    )
+    figure = plot_matplotlib(series)
+    assert [ax.get_title(loc="left") for ax in figure.axes] == [
+        "Sensor1: 35 readings, 3 windows",
+        "Sensor2: 35 readings, 3 windows",
+    ]
+    # Each window is a flat step, 2 points; Sensor1 cycles 5 values, so every
+    # 10-reading window has the same mean, while Sensor2's 3-value cycle shifts.
+    expected_means = [[21.0] * 6, [24.1, 24.1, 24.0, 24.0, 23.9, 23.9]]
+    for ax, means in zip(figure.axes, expected_means, strict=True):
+        band, points = ax.collections
+        (mean_line,) = ax.lines
+        assert len(points.get_offsets()) == READINGS_PER_SENSOR
+        assert list(mean_line.get_ydata()) == pytest.approx(means)
+        assert band.get_label() == "window min-max"
+
+
+@pytest.mark.integration
+def test_html_chart_from_a_real_run(real_run: RealRun, tmp_path: Path) -> None:
+    path = tmp_path / "chart.html"
+    plot(real_run, path)
+    html = path.read_text()
+    assert 3_000_000 < len(html) < 10_000_000  # plotly.js is embedded, so it opens offline
+    traces = plotly_traces(html)
+    assert [trace["name"] for trace in traces] == [
+        "Sensor1 max",
+        "window min-max",
+        "window mean",
+        "reading",
+        "Sensor2 max",
+        "window min-max",
+        "window mean",
+        "reading",
+    ]
+    assert [len(trace["x"]) for trace in traces] == [6, 6, 6, 35, 6, 6, 6, 35]
+
+
+def plotly_traces(html: str) -> list[dict[str, Any]]:
+    """The trace list passed to Plotly.newPlot in a file written by write_html."""
+    call = re.search(r'Plotly\.newPlot\(\s*"[^"]+",\s*', html)
+    assert call is not None
+    traces, _ = json.JSONDecoder().raw_decode(html, call.end())
+    return traces
+
+
+def test_plotly_figure_has_four_traces_per_sensor() -> None:
+    series = collect_series([FakeMessage(k, v) for k, v in RECORDED], [])
+    assert len(plot_plotly(series).data) == 12
