@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka_helpers import Script, consume_count, create_topic, produce, reading, run_script
 from rich.console import Console
 
 from embedded_broker import find_free_port
+from kafka_helpers import Script, consume_count, create_topic, produce, reading, run_script
 from sensor_settings import BrokerSettings
 from sensor_stream_viewer import (
     Aggregate,
