@@ -47,7 +47,7 @@ from sensor_settings import (
     non_negative_float,
     wait_for_broker,
 )
-from sensor_stream_processor import InvalidReading, parse_event_time, parse_reading
+from sensor_stream_processor import InvalidReading, is_watermark, parse_event_time, parse_reading
 
 if TYPE_CHECKING:  # the plotting libraries load only when --plot asks for them
     import plotly.graph_objects as go
@@ -391,6 +391,10 @@ def read_topic_to_end(broker: BrokerSettings, topic: str, timeout: float) -> lis
             # position() also moves past transaction markers, which no message reports.
             positions = consumer.position([TopicPartition(topic, p) for p in waiting])
             waiting -= {tp.partition for tp in positions if tp.offset >= ends[tp.partition]}
+        # Some brokers report an end offset short of a final multi-record batch;
+        # whatever is already fetched past it still belongs to the chart.
+        while batch := consumer.consume(num_messages=1000, timeout=0.5):
+            messages.extend(m for m in batch if not m.error())
         return messages
     finally:
         consumer.close()
@@ -416,6 +420,8 @@ def collect_series(
             sensor = message.key().decode()
         except (InvalidReading, AttributeError, UnicodeDecodeError):
             skipped += 1
+            continue
+        if is_watermark(reading):
             continue
         series.setdefault(sensor, SensorSeries()).readings.append((moment, reading["value"]))
     if skipped:

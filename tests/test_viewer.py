@@ -284,6 +284,7 @@ def test_collect_series_groups_by_sensor_and_skips_malformed(
         FakeMessage(b"Sensor3", reading("2026-03-01T05:08:02Z", 19.0)),
         FakeMessage(None, reading("2026-03-01T05:08:02Z", 19.0)),
         FakeMessage(b"Sensor3", b'{"ts": "2026-03-01T05:08:02Z"}'),
+        FakeMessage(b"Sensor1", b'{"ts": "2026-03-01T05:08:09Z", "watermark": true}'),
     ]
     with caplog.at_level(logging.WARNING, logger="sensor_stream_viewer"):
         series = collect_series(aggregates, raw)
