@@ -104,6 +104,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                 type=non_negative_float)  # fmt: skip
     add_setting(parser, "--sensors", "SENSORS", 5, "number of sensors", type=int)
     add_setting(parser, "--rate", "RATE", 20.0, "readings per second", type=non_negative_float)
+    add_setting(parser, "--backfill", "BACKFILL_SECONDS", 600.0,
+                "seconds of history to produce first, so closed windows show at once",
+                type=non_negative_float)  # fmt: skip
     return parser.parse_args(argv)
 
 
@@ -124,10 +127,12 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
         producer = start_script(
             "sensor_stream_producer.py",
-            [*common, "--count", "0", "--sensors", str(args.sensors), "--rate", str(args.rate)],
+            [*common, "--count", "0", "--sensors", str(args.sensors), "--rate", str(args.rate),
+             "--backfill", str(args.backfill)],
             "producer.log",
-        )
-        viewer = start_script("sensor_stream_viewer.py", [*common, "--plain"], None)
+        )  # fmt: skip
+        # The viewer draws a live table on a terminal and prints plain lines otherwise.
+        viewer = start_script("sensor_stream_viewer.py", common, None)
         processes = [producer, processor, viewer]
         say(f"logs in {LOG_DIR.relative_to(REPO)}/; Ctrl-C stops the demo")
         deadline = time.monotonic() + args.duration if args.duration else None
