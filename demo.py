@@ -23,7 +23,12 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from embedded_broker import EmbeddedBroker, find_free_port, is_listening
+from embedded_broker import (
+    PROCESSOR_PRODUCER_CONFIG,
+    EmbeddedBroker,
+    find_free_port,
+    is_listening,
+)
 from sensor_settings import (
     DEFAULT_BROKER_ADDRESS,
     BrokerSettings,
@@ -71,6 +76,7 @@ def choose_broker(address: str, stack: ExitStack) -> str:
         return start_redpanda()
     port = 19092 if not is_listening("127.0.0.1", 19092) else find_free_port()
     broker = stack.enter_context(EmbeddedBroker(port, log_path=LOG_DIR / "broker.log"))
+    os.environ.setdefault("PRODUCER_CONFIG", PROCESSOR_PRODUCER_CONFIG)
     say(f"no broker and no Docker engine; started the embedded broker on {broker.address}")
     return broker.address
 

@@ -9,6 +9,7 @@ answers, and holds the topic config every topic is created with.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import time
@@ -84,6 +85,16 @@ def non_negative_float(text: str) -> float:
     if not number >= 0:  # also rejects nan
         raise argparse.ArgumentTypeError(f"must be zero or more, got {text}")
     return number
+
+
+def json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object")
+    return value
 
 
 def add_broker_settings(parser: argparse.ArgumentParser) -> None:

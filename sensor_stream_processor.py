@@ -41,6 +41,7 @@ from sensor_settings import (
     add_setting,
     configure_logging,
     ensure_topic,
+    json_object,
     non_negative_float,
     positive_int,
     raw_topic_config,
@@ -389,6 +390,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     add_setting(
         parser,
+        "--producer-config",
+        "PRODUCER_CONFIG",
+        "{}",
+        "extra librdkafka settings for the output and changelog producer, as a JSON object",
+        type=json_object,
+    )
+    add_setting(
+        parser,
         "--summary-interval",
         "SUMMARY_INTERVAL",
         60.0,
@@ -416,6 +425,7 @@ def make_application(args: argparse.Namespace, dead_letters: DeadLetters) -> App
         on_consumer_error=dead_letters.on_consumer_error,
         # A 6 s session keeps group joins and failover quick on any broker.
         consumer_extra_config={"session.timeout.ms": 6000, "heartbeat.interval.ms": 1500},
+        producer_extra_config=args.producer_config,
         loglevel=None,  # use our log format
     )
 

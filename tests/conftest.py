@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from embedded_broker import EmbeddedBroker  # noqa: E402
+from embedded_broker import PROCESSOR_PRODUCER_CONFIG, EmbeddedBroker  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -27,6 +27,7 @@ def broker_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield address
         return
     log_path = tmp_path_factory.mktemp("broker") / "tansu.log"
+    os.environ.setdefault("PRODUCER_CONFIG", PROCESSOR_PRODUCER_CONFIG)
     with EmbeddedBroker(log_path=log_path) as broker:
         yield broker.address
 

@@ -127,7 +127,9 @@ def consume_count(address: str, topic: str, count: int, **kwargs: Any) -> list[R
 END_MARKER = "__end_of_test_input__"
 
 
-def read_to_end(address: str, topic: str, timeout: float = 60.0) -> list[Record]:
+def read_to_end(
+    address: str, topic: str, timeout: float = 60.0, isolation: str = "read_uncommitted"
+) -> list[Record]:
     """Every record now on `topic`, in partition order.
 
     Appends a marker to each partition and reads until every marker is back, so
@@ -144,6 +146,7 @@ def read_to_end(address: str, topic: str, timeout: float = 60.0) -> list[Record]
         topic,
         until=lambda got: sum(r.value == marker for r in got) == len(partitions),
         timeout=timeout,
+        isolation=isolation,
     )
     return [r for r in records if r.key != END_MARKER]
 
@@ -160,12 +163,23 @@ def committed_total(address: str, group: str, topic: str) -> int:
 
 
 def wait_until_caught_up(
-    address: str, group: str, topic: str, total: int, timeout: float = 60.0
+    address: str,
+    group: str,
+    topic: str,
+    total: int,
+    timeout: float = 60.0,
+    scripts: Iterable[Script] = (),
 ) -> None:
-    """Poll until `group` has committed `total` messages of `topic` (offsets start at 0)."""
+    """Poll until `group` has committed `total` messages of `topic` (offsets start at 0).
+
+    Fails at once if one of `scripts`, the processors doing the work, has exited.
+    """
     target = total
     deadline = time.monotonic() + timeout
     while (done := committed_total(address, group, topic)) < target:
+        for script in scripts:
+            if script.process.poll() is not None:
+                raise AssertionError(f"exited {script.process.returncode}:\n{script.output()}")
         if time.monotonic() > deadline:
             raise AssertionError(f"{group} committed {done} of {target} on {topic} in {timeout}s")
         time.sleep(0.25)
@@ -187,7 +201,8 @@ class Script:
         )
 
     def output(self) -> str:
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         return Path(self.log.name).read_text(errors="replace")
 
     def wait_for_output(self, text: str, timeout: float = 60.0) -> None:

@@ -121,7 +121,9 @@ def test_processor_emits_exactly_the_expected_windows(
     assert (len(model.windows), len(model.late)) == (5, 2)  # the dataset does what it says
 
     with start_processor(broker_address, names, tmp_path) as processor:
-        wait_until_caught_up(broker_address, names.group, names.raw, len(DATASET))
+        wait_until_caught_up(
+            broker_address, names.group, names.raw, len(DATASET), scripts=[processor]
+        )
         windows = as_windows(read_to_end(broker_address, names.agg))
         assert windows == approx_means(model.windows)
         assert processor.output().count("Dead-lettered late reading") == 2
@@ -138,13 +140,21 @@ def test_a_quiet_sensor_keeps_its_last_window_until_it_reports_again(
     create_topic(broker_address, names.raw, partitions=3)
     produce(broker_address, names.raw, encode(quiet + chatty))
     with start_processor(broker_address, names, tmp_path) as processor:
-        wait_until_caught_up(broker_address, names.group, names.raw, len(quiet) + len(chatty))
+        wait_until_caught_up(
+            broker_address, names.group, names.raw, len(quiet) + len(chatty), scripts=[processor]
+        )
         windows = as_windows(read_to_end(broker_address, names.agg))
         # Sensor1's clock is at 58 s, but Sensor3's window [0, 10 s) waits for Sensor3.
         assert sorted(windows) == [("Sensor1", BASE_MS + s) for s in range(0, 50_000, 10_000)]
 
         produce(broker_address, names.raw, encode([("Sensor3", 12_000, 6.0)]))
-        wait_until_caught_up(broker_address, names.group, names.raw, len(quiet) + len(chatty) + 1)
+        wait_until_caught_up(
+            broker_address,
+            names.group,
+            names.raw,
+            len(quiet) + len(chatty) + 1,
+            scripts=[processor],
+        )
         windows = as_windows(read_to_end(broker_address, names.agg))
         assert windows[("Sensor3", BASE_MS)]["temperature"] == {
             "count": 2, "min": 5.0, "max": 7.0, "mean": 6.0,
@@ -179,7 +189,9 @@ def test_bad_input_is_skipped_with_a_warning_and_good_readings_still_count(
     model = expected_windows([(s, BASE_MS + t, v) for s, t, v in good], WINDOW_MS, GRACE_MS)
 
     with start_processor(broker_address, names, tmp_path) as processor:
-        wait_until_caught_up(broker_address, names.group, names.raw, len(messages))
+        wait_until_caught_up(
+            broker_address, names.group, names.raw, len(messages), scripts=[processor]
+        )
         windows = as_windows(read_to_end(broker_address, names.agg))
         assert windows == approx_means(model.windows)
         warnings = [line for line in processor.output().splitlines() if "WARNING" in line]
@@ -235,7 +247,7 @@ def test_producer_and_processor_together(broker_address: str, names, tmp_path: P
         assert producer.returncode == 0, producer.stderr
         raw = read_to_end(broker_address, names.raw)
         assert len(raw) == 150 + 3  # and a watermark per sensor when the producer stopped
-        wait_until_caught_up(broker_address, names.group, names.raw, len(raw))
+        wait_until_caught_up(broker_address, names.group, names.raw, len(raw), scripts=[processor])
         model = expected_windows(
             [(r.key, r.timestamp_ms, r.json().get("value")) for r in raw], 1_000, 0
         )
