@@ -19,6 +19,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypedDict
 
+import orjson
 from quixstreams import Application
 from quixstreams.dataframe import StreamingDataFrame
 from quixstreams.models import Deserializer, SerializationContext, TimestampType
@@ -66,9 +67,31 @@ class InvalidReading(ValueError):
 # --- Validation: bytes in, a checked reading out -------------------------------
 
 
+# orjson turns integers past 64 bits into floats; the standard library keeps them.
+ORJSON_EXACT_LIMIT = 2.0**63
+
+
+def decode_json(payload: bytes) -> Any:
+    """`json.loads(payload)`, ten times faster through orjson where both agree.
+
+    orjson rejects what json accepts beyond strict UTF-8 JSON (NaN and Infinity,
+    UTF-16, numbers past float range) and rounds huge integers to floats; those
+    payloads go to the standard library, so every result is json.loads's.
+    """
+    try:
+        decoded = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return json.loads(payload)
+    if isinstance(decoded, dict):
+        for value in decoded.values():
+            if value.__class__ is float and abs(value) >= ORJSON_EXACT_LIMIT:
+                return json.loads(payload)
+    return decoded
+
+
 def parse_reading(payload: bytes) -> Reading:
     try:
-        reading = json.loads(payload)
+        reading = decode_json(payload)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidReading("invalid-json", f"not JSON ({exc})") from None
     if not isinstance(reading, dict):
@@ -204,8 +227,10 @@ def report_late_reading(
 
 
 def log_aggregate(value: dict[str, Any], key: str, timestamp: int, headers: Any) -> None:
+    # DEBUG, not INFO: at thousands of windows a second the log line costs more
+    # than the aggregation. The aggregates themselves are on the agg topic.
     t = value["temperature"]
-    logger.info(
+    logger.debug(
         "%s [%s, %s) count=%d min=%.2f max=%.2f mean=%.4f",
         key,
         format_ms(value["start"]),
