@@ -10,6 +10,8 @@ another, each in its own process (so peak RSS is per measurement):
   limit      a plain confluent-kafka consumer that json.loads every message
   processor  sensor_stream_processor's own parse_args/make_application/build_pipeline
   baseline   benchmarks/baseline_processor.py, the fixed tutorial-style reference
+  quix-floor a Quix Streams app that only deserializes (no window, no output):
+             the framework's own per-message cost, for context
   producer   sensor_stream_producer.py's max-rate mode (--rate 0), in-process
 
 Consumers are timed from the first message consumed to the last message (limit)
@@ -50,7 +52,7 @@ from bench_common import (
 )
 
 MEAN_RELATIVE_TOLERANCE = 1e-9
-CONSUMERS = ("limit", "processor", "baseline")
+CONSUMERS = ("limit", "processor", "baseline", "quix-floor")
 
 
 @dataclass(frozen=True)
@@ -184,6 +186,24 @@ def measure_baseline(
         return clock.run("baseline", readings, profile)
 
 
+def measure_floor(address: str, topic: str, readings: int, partitions: int) -> Measurement:
+    """Quix Streams' own per-message floor: json deserializer, one no-op step, no state."""
+    from quixstreams import Application
+
+    with tempfile.TemporaryDirectory() as state_dir:
+        app = Application(
+            broker_address=address,
+            consumer_group=unique_name("floor"),
+            auto_offset_reset="earliest",
+            state_dir=state_dir,
+            consumer_extra_config={"session.timeout.ms": 6000, "heartbeat.interval.ms": 1500},
+        )
+        sdf = app.dataframe(app.topic(topic, value_deserializer="json"))
+        clock = RunClock(app, readings)
+        sdf.update(clock.on_aggregate)
+        return clock.run("quix-floor", readings, None)
+
+
 def measure_producer(
     address: str, readings: int, sensors: int, partitions: int, rate: float
 ) -> Measurement:
@@ -242,6 +262,8 @@ def run_child(argv: list[str]) -> None:
             opts.partitions,
             opts.profile,
         )
+    elif opts.name == "quix-floor":
+        result = measure_floor(opts.address, opts.topic, opts.readings, opts.partitions)
     elif opts.name == "producer":
         result = measure_producer(
             opts.address, opts.readings, opts.sensors, opts.partitions, opts.rate
@@ -335,7 +357,7 @@ def run(opts: argparse.Namespace, address: str, log_dir: Path) -> int:
     for round_ in range(opts.repeat):
         for name in CONSUMERS:
             flags = [*common, f"--sink={topic}-agg-{name}-{round_}"]
-            if opts.profile_dir and name != "limit":
+            if opts.profile_dir and name in ("processor", "baseline"):
                 opts.profile_dir.mkdir(parents=True, exist_ok=True)
                 flags.append(f"--profile={opts.profile_dir / f'{name}-{round_}.txt'}")
             result = spawn(name, log_dir / f"{name}-{round_}.log", *flags)
