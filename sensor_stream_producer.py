@@ -10,7 +10,6 @@ keyed by sensor id, with the Kafka timestamp set to the reading's time.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import random
 import signal
@@ -22,6 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import orjson
 from confluent_kafka import KafkaError, Message, Producer
 from rich.console import Console
 from rich.progress import (
@@ -103,7 +103,7 @@ def make_watermark(moment: datetime) -> dict[str, object]:
 
 
 def encode_reading(reading: dict[str, object]) -> bytes:
-    return json.dumps(reading).encode()
+    return orjson.dumps(reading)  # compact JSON, many times faster than json.dumps
 
 
 class DeliveryReport:

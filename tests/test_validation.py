@@ -77,8 +77,8 @@ def test_valid_reading_is_returned_as_is() -> None:
         (b'{"ts": "2026-11-26T04:02:49Z", "value": null}', "missing-value"),
         (b'{"ts": "2026-11-26T04:02:49Z", "value": "21.5"}', "non-numeric-value"),
         (b'{"ts": "2026-11-26T04:02:49Z", "value": true}', "non-numeric-value"),
-        (b'{"ts": "2026-11-26T04:02:49Z", "value": NaN}', "non-numeric-value"),
-        (b'{"ts": "2026-11-26T04:02:49Z", "value": Infinity}', "non-numeric-value"),
+        (b'{"ts": "2026-11-26T04:02:49Z", "value": NaN}', "invalid-json"),  # not strict JSON
+        (b'{"ts": "2026-11-26T04:02:49Z", "value": Infinity}', "invalid-json"),
         (b'{"ts": "2026-11-26T04:02:49Z", "value": [1]}', "non-numeric-value"),
     ],
 )

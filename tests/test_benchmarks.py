@@ -1,0 +1,204 @@
+"""The benchmark scripts, run small against the session broker; no speed is asserted.
+
+Also the pieces whose correctness the benchmarks rest on: the workload's
+window arithmetic, the window comparison, the latency tracker, and the
+producer's and processor's orjson paths (which must agree with the json module).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from bench_common import Workload, expected_closed_windows  # noqa: E402
+from latency import ClosingTracker, percentile  # noqa: E402
+from throughput import window_differences  # noqa: E402
+
+import sensor_stream_processor as processor  # noqa: E402
+import sensor_stream_producer as producer  # noqa: E402
+
+
+def run_benchmark(script: str, broker_address: str, *flags: str) -> list[dict[str, Any]]:
+    done = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / script), *flags],
+        cwd=REPO,
+        env={**os.environ, "BROKER_ADDRESS": broker_address},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+
+
+@pytest.mark.integration
+def test_throughput_runs_and_the_processor_matches_the_baseline(broker_address: str) -> None:
+    lines = run_benchmark(
+        "throughput.py", broker_address, "--readings=3000", "--sensors=100", "--rate-seconds=0.5"
+    )
+    by_name = {line["name"]: line for line in lines}
+    assert set(by_name) == {
+        "limit",
+        "processor",
+        "baseline",
+        "quix-floor",
+        "producer",
+        "producer-rate-1000",
+        "producer-rate-10000",
+        "summary",
+    }
+    for name in ("limit", "processor", "baseline", "quix-floor", "producer"):
+        assert by_name[name]["readings"] == 3000
+        assert by_name[name]["peak_rss_mib"] > 0
+    summary = by_name["summary"]
+    # 30 rounds of 1 s per sensor: windows closed by each sensor's last reading.
+    assert summary["expected_windows"] == 100 * 3
+    assert summary["windows"] == summary["expected_windows"]
+    assert summary["identical_windows"] is True
+    assert {"processor/limit", "processor/baseline"} <= summary.keys()
+
+
+@pytest.mark.integration
+def test_latency_runs_and_times_every_closed_window(broker_address: str) -> None:
+    [result] = run_benchmark(
+        "latency.py",
+        broker_address,
+        "--rate=200",
+        "--sensors=20",
+        "--duration=3",
+        "--window-seconds=1",
+        "--grace-seconds=0",
+        "--warmup-seconds=0",
+    )
+    assert result["missing"] == 0
+    # 3 s of readings close at least the first two 1-s windows of every sensor.
+    assert result["windows"] >= 2 * 20
+    assert 0 <= result["p50_ms"] <= result["p95_ms"] <= result["p99_ms"] <= result["max_ms"]
+
+
+@pytest.mark.integration
+def test_memory_runs_and_reports_rss(broker_address: str) -> None:
+    lines = run_benchmark(
+        "memory.py", broker_address, "--readings=4000", "--sensors=100", "--interval=0.2"
+    )
+    summary = lines[-1]
+    assert summary["name"] == "memory"
+    assert summary["windows"] == expected_closed_windows(Workload(4000, 100))
+    assert len(lines) >= 2  # samples, then the summary
+    assert 0 < summary["rss_first_close_mib"] <= summary["rss_max_mib"]
+
+
+# --- The workload ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("readings", "sensors"), [(300_000, 1000), (5000, 1000), (3001, 7)])
+def test_the_last_reading_of_every_sensor_closes_a_window(readings: int, sensors: int) -> None:
+    workload = Workload(readings, sensors)
+    last_round = (workload.rounds - 1) * sensors
+    for slot in (0, sensors - 1):
+        last = workload.event_time_ms(last_round + slot)
+        previous = workload.event_time_ms(last_round - sensors + slot)
+        boundary = last - workload.grace_ms
+        # `last` is the first reading at or past a window end + grace.
+        assert previous - workload.grace_ms < boundary - boundary % workload.window_ms <= boundary
+
+
+def brute_force_closed_windows(workload: Workload) -> int:
+    starts: dict[int, set[int]] = {}
+    last: dict[int, int] = {}
+    for index in range(workload.total):
+        slot = index % workload.sensors
+        ts = workload.event_time_ms(index)
+        starts.setdefault(slot, set()).add(ts - ts % workload.window_ms)
+        last[slot] = ts
+    return sum(
+        1
+        for slot, windows in starts.items()
+        for start in windows
+        if start + workload.window_ms <= last[slot] - workload.grace_ms
+    )
+
+
+@pytest.mark.parametrize(("readings", "sensors"), [(3000, 100), (1234, 7), (50, 50), (20, 3)])
+def test_expected_closed_windows_matches_brute_force(readings: int, sensors: int) -> None:
+    workload = Workload(readings, sensors)
+    assert expected_closed_windows(workload) == brute_force_closed_windows(workload)
+
+
+# --- Comparing windows ----------------------------------------------------------
+
+
+def stats(count: int = 3, low: float = 1.0, high: float = 2.0, mean: float = 1.5) -> dict:
+    return {"count": count, "min": low, "max": high, "mean": mean}
+
+
+def test_identical_windows_have_no_differences() -> None:
+    table = {("Sensor1", 0, 10): stats()}
+    assert window_differences(table, dict(table)) == []
+
+
+def test_means_within_the_tolerance_match_and_beyond_it_do_not() -> None:
+    left = {("Sensor1", 0, 10): stats(mean=21.5)}
+    assert window_differences(left, {("Sensor1", 0, 10): stats(mean=21.5 * (1 + 1e-12))}) == []
+    assert window_differences(left, {("Sensor1", 0, 10): stats(mean=21.5 * (1 + 1e-6))})
+
+
+@pytest.mark.parametrize("field", ["count", "min", "max"])
+def test_any_other_difference_is_reported(field: str) -> None:
+    changed = stats()
+    changed[field] += 1
+    problems = window_differences({("S", 0, 10): stats()}, {("S", 0, 10): changed})
+    assert len(problems) == 1
+
+
+def test_missing_and_extra_windows_are_reported() -> None:
+    problems = window_differences({("S", 0, 10): stats()}, {("S", 10, 20): stats()})
+    assert problems == ["only in processor: ('S', 0, 10)", "only in baseline: ('S', 10, 20)"]
+
+
+# --- The latency tracker --------------------------------------------------------
+
+
+def test_a_window_becomes_closable_at_the_first_reading_past_end_plus_grace() -> None:
+    tracker = ClosingTracker(window_ms=10_000, grace_ms=1_000)
+    for ts in (1_000, 9_999, 10_500, 10_999):
+        tracker.on_reading("S", ts)
+    assert tracker.closable_at == {}
+    tracker.on_reading("S", 11_000)
+    tracker.on_reading("S", 11_500)
+    tracker.on_reading("T", 30_000)  # another sensor's clock closes nothing of S
+    assert tracker.closable_at == {("S", 0): 11_000}
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 0.50) == 50.0
+    assert percentile(values, 0.99) == 99.0
+    assert percentile(values, 1.0) == 100.0
+    assert percentile([7.0], 0.95) == 7.0
+
+
+# --- The fast JSON paths give the standard library's results --------------------
+
+
+@given(
+    st.floats(allow_nan=False, allow_infinity=False, width=64)
+    | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+)
+def test_encoded_readings_decode_to_the_same_values(value: float) -> None:
+    reading = {"ts": "2024-01-01T00:00:00.123000+00:00", "value": value}
+    payload = producer.encode_reading(reading)
+    assert json.loads(payload) == reading
+    assert processor.parse_reading(payload) == reading
