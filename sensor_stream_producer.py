@@ -163,9 +163,8 @@ class SensorProducer:
         for sensor_id in self.sensor_ids:
             self._produce(sensor_id, payload, moment, self.watermarks)
 
-    def flush(self, timeout: float) -> int:
-        """Wait for outstanding deliveries; return how many are still undelivered."""
-        return self.producer.flush(timeout)
+    def flush(self, timeout: float) -> None:
+        self.producer.flush(timeout)
 
 
 def history_schedule(
@@ -378,11 +377,12 @@ def main(argv: list[str] | None = None) -> int:
         # Normal end, Ctrl-C and SIGTERM alike: no more readings will come from us.
         send_final_watermark(sensors, args.final_watermark_seconds)
     finally:
-        undelivered = sensors.flush(args.delivery_timeout + 5)
-    report = sensors.readings
-    failed = report.failed + undelivered
+        # Every message gets its callback by now: delivered, or failed after retries.
+        sensors.flush(args.delivery_timeout + 5)
+    delivered = sensors.readings.delivered
+    failed = sensors.produced - delivered
     print(
-        f"Delivered {report.delivered} of {sensors.produced} readings to {args.raw_topic}"
+        f"Delivered {delivered} of {sensors.produced} readings to {args.raw_topic}"
         f" ({failed} failed); {sensors.watermarks.delivered} watermarks",
         file=sys.stderr,
     )

@@ -137,6 +137,7 @@ def measure_processor(
     expected: int,
     partitions: int,
     profile: Path | None,
+    log_level: str = "WARNING",
 ) -> Measurement:
     import sensor_stream_processor as processor
     from sensor_settings import configure_logging
@@ -152,8 +153,9 @@ def measure_processor(
                 f"--partitions={partitions}",
                 "--auto-offset-reset=earliest",
                 # At tens of thousands of readings a second, run as you would in
-                # production: one log line per window costs about a tenth of the rate.
-                "--log-level=WARNING",
+                # production: the default INFO logs one line per window, which
+                # costs several per cent of the rate (--processor-log-level=INFO).
+                f"--log-level={log_level}",
             ]
         )
         configure_logging(args.log_level)  # as processor.main() does
@@ -254,12 +256,23 @@ def run_child(argv: list[str]) -> None:
     parser.add_argument("--partitions", type=int, required=True)
     parser.add_argument("--rate", type=float, default=0.0)
     parser.add_argument("--profile", type=Path)
+    parser.add_argument("--log-level", default="WARNING")
     opts = parser.parse_args(argv)
     if opts.name == "limit":
         result = measure_limit(opts.address, opts.topic, opts.readings)
-    elif opts.name in ("processor", "baseline"):
-        measure = measure_processor if opts.name == "processor" else measure_baseline
-        result = measure(
+    elif opts.name == "processor":
+        result = measure_processor(
+            opts.address,
+            opts.topic,
+            opts.sink,
+            opts.readings,
+            opts.expected,
+            opts.partitions,
+            opts.profile,
+            opts.log_level,
+        )
+    elif opts.name == "baseline":
+        result = measure_baseline(
             opts.address,
             opts.topic,
             opts.sink,
@@ -342,6 +355,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=10.0,
         help="seconds for each paced producer check at 1000/s and 10000/s; 0 skips them",
     )
+    parser.add_argument(
+        "--processor-log-level",
+        default="WARNING",
+        type=str.upper,
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="the processor's --log-level; default WARNING (at INFO it logs every window)",
+    )
     parser.add_argument("--profile-dir", type=Path, help="write pyinstrument profiles here")
     parser.add_argument("--log-dir", type=Path, help="keep each measurement's log here")
     return parser.parse_args(argv)
@@ -366,6 +386,8 @@ def run(opts: argparse.Namespace, address: str, log_dir: Path) -> int:
             if opts.profile_dir and name in ("processor", "baseline"):
                 opts.profile_dir.mkdir(parents=True, exist_ok=True)
                 flags.append(f"--profile={opts.profile_dir / f'{name}-{round_}.txt'}")
+            if name == "processor":
+                flags.append(f"--log-level={opts.processor_log_level}")
             result = spawn(name, log_dir / f"{name}-{round_}.log", *flags)
             results[name].append(result)
             print(json.dumps(result), flush=True)
@@ -409,6 +431,7 @@ def run(opts: argparse.Namespace, address: str, log_dir: Path) -> int:
         "readings": workload.total,
         "sensors": opts.sensors,
         "partitions": opts.partitions,
+        "processor_log_level": opts.processor_log_level,
         "windows": windows,
         "expected_windows": expected,
         "identical_windows": not problems,

@@ -16,9 +16,11 @@ import pytest
 from reference_model import expected_windows
 from test_pipeline import BASE_MS, GRACE_MS, WINDOW_MS, approx_means, as_windows, iso
 
+from embedded_broker import EmbeddedBroker, find_free_port
 from kafka_helpers import (
     Record,
     Script,
+    consume,
     create_topic,
     produce,
     read_to_end,
@@ -324,3 +326,110 @@ def wait_for(condition: Callable[[], bool], script: Script, timeout: float = 60.
 
 def count_aggregates(script: Script) -> int:
     return script.output().count("INFO sensor_stream_processor: Sensor")
+
+
+# --- Broker trouble -------------------------------------------------------------
+
+
+def start_producer(address: str, names, *extra: str) -> Script:
+    return Script(
+        "sensor_stream_producer.py",
+        "--broker-address", address, "--raw-topic", names.raw,
+        "--count", "0", "--rate", "50", "--sensors", "2", "--quiet",
+        *extra,
+    )  # fmt: skip
+
+
+def readings_on(address: str, topic: str, at_least: int) -> list[Record]:
+    records = consume(
+        address,
+        topic,
+        until=lambda got: sum("value" in r.json() for r in got) >= at_least,
+        timeout=60,
+    )
+    return [r for r in records if "value" in r.json()]
+
+
+def test_producer_delivers_what_it_accepted_while_the_broker_was_away(names) -> None:
+    port = find_free_port()
+    address = f"127.0.0.1:{port}"
+    broker = EmbeddedBroker(port).start()
+    try:
+        with start_producer(address, names, "--delivery-timeout", "60") as producer:
+            readings_on(address, names.raw, 20)
+            broker.stop()
+            outage_started = time.time() * 1000
+            time.sleep(2)  # the outage itself; nothing waits on it
+            # A new in-memory broker on the same port: only what the producer held back
+            # during the outage, and what follows, can reach it.
+            broker = EmbeddedBroker(port).start()
+            outage_ended = time.time() * 1000
+            records = readings_on(address, names.raw, 150)
+            assert producer.stop() == 0
+    finally:
+        broker.stop()
+    during = [r for r in records if outage_started <= r.timestamp_ms < outage_ended]
+    assert len(during) >= 50  # 2 s at 50 readings/s, held and retried
+    assert "(0 failed)" in producer.output()
+
+
+def test_producer_reports_what_it_could_not_deliver(names) -> None:
+    port = find_free_port()
+    address = f"127.0.0.1:{port}"
+    with (
+        EmbeddedBroker(port) as broker,
+        start_producer(address, names, "--delivery-timeout", "2") as producer,
+    ):
+        readings_on(address, names.raw, 10)
+        broker.stop()
+        producer.wait_for_output("Delivery failed", timeout=30)
+        assert producer.stop() == 1
+    summary = re.search(r"Delivered (\d+) of (\d+) readings .* \((\d+) failed\)", producer.output())
+    assert summary is not None, producer.output()
+    delivered, produced, failed = map(int, summary.groups())
+    assert failed > 0
+    assert delivered + failed == produced
+
+
+# --- Secured clusters -------------------------------------------------------------
+
+SECRET = "correct-horse-battery-staple"
+SASL = {
+    "BROKER_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+    "BROKER_SASL_MECHANISM": "SCRAM-SHA-256",
+    "BROKER_SASL_USERNAME": "sensor-app",
+    "BROKER_SASL_PASSWORD": SECRET,
+}
+
+
+@pytest.mark.parametrize("script", ["sensor_stream_producer.py", "sensor_stream_processor.py"])
+def test_a_broker_that_requires_login_refuses_wrong_credentials(script: str, names) -> None:
+    # The embedded broker can require SCRAM logins but cannot store a user, so it
+    # refuses every credential: that shows refusal, not acceptance (see README).
+    with (
+        EmbeddedBroker(extra_args=["--authentication"]) as broker,
+        Script(script, "--broker-address", broker.address, "--raw-topic", names.raw,
+               "--broker-timeout", "3", env=SASL) as refused,
+    ):  # fmt: skip
+        assert refused.wait(timeout=30) == 1
+    errors = [line for line in refused.output().splitlines() if " ERROR " in line]
+    assert len(errors) == 1, refused.output()
+    assert broker.address in errors[0]
+    assert SECRET not in refused.output()
+
+
+def test_the_password_never_reaches_the_log(broker_address: str, names, tmp_path: Path) -> None:
+    create_topic(broker_address, names.raw)
+    produce(
+        broker_address, names.raw, encode_stream([("Sensor1", 0, 1.0), ("Sensor1", 20_000, None)])
+    )
+    env = {"BROKER_SASL_PASSWORD": SECRET, "BROKER_SASL_USERNAME": "sensor-app"}
+    with Script(
+        "sensor_stream_processor.py", "--broker-address", broker_address,
+        "--raw-topic", names.raw, "--agg-topic", names.agg, "--consumer-group", names.group,
+        "--state-dir", str(tmp_path), "--log-level", "DEBUG", env=env,
+    ) as proc:  # fmt: skip
+        wait_until_caught_up(broker_address, names.group, names.raw, 2, scripts=[proc])
+        assert proc.stop() == 0
+    assert "Sensor1 [" in proc.output()
+    assert SECRET not in proc.output()
