@@ -300,6 +300,8 @@ def periodic_summary(counters: Counter[str], interval: float) -> Iterator[None]:
 
 
 def log_aggregate(value: dict[str, Any], key: str, timestamp: int, headers: Any) -> None:
+    if not logger.isEnabledFor(logging.INFO):
+        return  # skip formatting the times when nobody reads them
     t = value["temperature"]
     logger.info(
         "%s [%s, %s) count=%d min=%.2f max=%.2f mean=%.4f",

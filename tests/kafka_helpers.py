@@ -90,6 +90,8 @@ def consume(
             "enable.auto.commit": False,
             "isolation.level": isolation,
             "session.timeout.ms": 6000,
+            # Notice a topic created after subscribing within a second, not minutes.
+            "topic.metadata.refresh.interval.ms": 1000,
         }
     )
     records: list[Record] = []

@@ -361,9 +361,11 @@ def test_producer_delivers_what_it_accepted_while_the_broker_was_away(names) -> 
             outage_started = time.time() * 1000
             time.sleep(2)  # the outage itself; nothing waits on it
             # A new in-memory broker on the same port: only what the producer held back
-            # during the outage, and what follows, can reach it.
+            # during the outage, and what follows, can reach it. A real broker would
+            # come back with its topics; this one needs the topic made again.
             broker = EmbeddedBroker(port).start()
             outage_ended = time.time() * 1000
+            create_topic(address, names.raw, partitions=3)
             records = readings_on(address, names.raw, 150)
             assert producer.stop() == 0
     finally:
