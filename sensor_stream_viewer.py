@@ -19,6 +19,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import re
 import signal
 import sys
@@ -646,7 +647,11 @@ def main(argv: list[str] | None = None) -> int:
         if partitions:
             assign_all(consumer, args.agg_topic, partitions, args.start_at)
             if args.plain or not sys.stdout.isatty():
-                print_plain(consumer, board, stop, deadline)
+                try:
+                    print_plain(consumer, board, stop, deadline)
+                except BrokenPipeError:
+                    # The reader went away (`| head`): stop quietly, as cat would.
+                    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             else:
                 show_live(consumer, board, stop, deadline)
     finally:

@@ -7,6 +7,8 @@ import json
 import logging
 import math
 import re
+import subprocess
+import sys
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -356,6 +358,27 @@ def test_plain_mode_prints_one_line_per_aggregate(broker_address: str, names: An
         "Sensor2 05:08:10-05:08:20 count=8 min=24.00 mean=24.12 max=24.30",
     ]
     assert f"Skipped malformed aggregate {names.agg}[0]@3: not UTF-8 JSON" in result.stderr
+
+
+@pytest.mark.integration
+def test_plain_mode_stops_quietly_when_the_reader_goes_away(
+    broker_address: str, names: Any
+) -> None:
+    create_topic(broker_address, names.agg)
+    produce(broker_address, names.agg, RECORDED * 50)
+    viewer = subprocess.Popen(
+        [sys.executable, "sensor_stream_viewer.py", "--broker-address", broker_address,
+         "--agg-topic", names.agg, "--duration", "20"],
+        cwd=Path(__file__).resolve().parent.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert viewer.stdout is not None
+    assert viewer.stderr is not None
+    assert viewer.stdout.readline().startswith(b"Sensor1 05:08:00-05:08:10")
+    viewer.stdout.close()  # like `| head -1`
+    assert viewer.wait(timeout=30) == 0
+    assert b"Traceback" not in viewer.stderr.read()
 
 
 @pytest.mark.integration
