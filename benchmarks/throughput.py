@@ -295,10 +295,11 @@ def run_child(argv: list[str]) -> None:
 # --- The parent: produce once, run each measurement, compare --------------------
 
 
-def spawn(name: str, log: Path, *flags: str) -> dict[str, Any]:
+def spawn(name: str, log: Path, *flags: str, script: str = __file__) -> dict[str, Any]:
+    """Run one measurement in a fresh process of `script`; return its RESULT line."""
     with log.open("w") as stderr:
         done = subprocess.run(
-            [sys.executable, __file__, "--child", name, *flags],
+            [sys.executable, script, "--child", name, *flags],
             stdout=subprocess.PIPE,
             stderr=stderr,
             text=True,

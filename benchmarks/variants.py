@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import types
@@ -90,18 +89,9 @@ def run_child(argv: list[str]) -> None:
 
 
 def spawn(variant: str, log: Path, *flags: str) -> dict[str, Any]:
-    with log.open("w") as stderr:
-        done = subprocess.run(
-            [sys.executable, __file__, "--child", variant, *flags],
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            text=True,
-            check=False,
-        )
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    if done.returncode != 0 or not lines:
-        raise SystemExit(f"{variant} failed ({done.returncode}):\n{log.read_text()[-4000:]}")
-    return json.loads(lines[-1].removeprefix("RESULT "))
+    import throughput
+
+    return throughput.spawn(variant, log, *flags, script=__file__)
 
 
 def main(argv: list[str] | None = None) -> int:
