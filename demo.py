@@ -22,6 +22,7 @@ import threading
 import time
 from contextlib import ExitStack
 from pathlib import Path
+from typing import BinaryIO
 
 from embedded_broker import (
     PROCESSOR_PRODUCER_CONFIG,
@@ -35,11 +36,11 @@ from sensor_settings import (
     BrokerUnavailable,
     add_setting,
     non_negative_float,
+    positive_int,
     wait_for_broker,
 )
 
 REPO = Path(__file__).resolve().parent
-LOG_DIR = REPO / "demo-logs"
 
 
 def say(message: str) -> None:
@@ -68,26 +69,26 @@ def start_redpanda() -> str:
     return DEFAULT_BROKER_ADDRESS
 
 
-def choose_broker(address: str, stack: ExitStack) -> str:
+def choose_broker(address: str, log_dir: Path, stack: ExitStack) -> str:
     if broker_answers(address):
         say(f"using the broker at {address}")
         return address
     if docker_engine_running():
         return start_redpanda()
     port = 19092 if not is_listening("127.0.0.1", 19092) else find_free_port()
-    broker = stack.enter_context(EmbeddedBroker(port, log_path=LOG_DIR / "broker.log"))
+    broker = stack.enter_context(EmbeddedBroker(port, log_path=log_dir / "broker.log"))
     os.environ.setdefault("PRODUCER_CONFIG", PROCESSOR_PRODUCER_CONFIG)
     say(f"no broker and no Docker engine; started the embedded broker on {broker.address}")
     return broker.address
 
 
-def start_script(name: str, args: list[str], log_name: str | None) -> subprocess.Popen[bytes]:
-    output = open(LOG_DIR / log_name, "wb") if log_name else None  # noqa: SIM115
+def start_script(name: str, args: list[str], log: BinaryIO | None) -> subprocess.Popen[bytes]:
+    """Run one of the scripts; its output goes to `log`, or to our terminal."""
     return subprocess.Popen(
         [sys.executable, str(REPO / name), *args],
         cwd=REPO,
-        stdout=output,
-        stderr=subprocess.STDOUT if output else None,
+        stdout=log,
+        stderr=subprocess.STDOUT if log else None,
     )
 
 
@@ -108,43 +109,57 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                 "broker to use if it answers")  # fmt: skip
     add_setting(parser, "--duration", "DURATION", 0.0, "seconds to run; 0 = until Ctrl-C",
                 type=non_negative_float)  # fmt: skip
-    add_setting(parser, "--sensors", "SENSORS", 5, "number of sensors", type=int)
+    add_setting(parser, "--sensors", "SENSORS", 5, "number of sensors", type=positive_int)
     add_setting(parser, "--rate", "RATE", 20.0, "readings per second", type=non_negative_float)
-    add_setting(parser, "--backfill", "BACKFILL_SECONDS", 600.0,
-                "seconds of history to produce first, so closed windows show at once",
-                type=non_negative_float)  # fmt: skip
-    return parser.parse_args(argv)
+    add_setting(
+        parser,
+        "--backfill",
+        "BACKFILL_SECONDS",
+        600.0,
+        "seconds of history to produce first, so closed windows show at once",
+        type=non_negative_float,
+    )
+    add_setting(
+        parser,
+        "--log-dir",
+        "DEMO_LOG_DIR",
+        "demo-logs",
+        "where the broker's, processor's and producer's logs go",
+        type=Path,
+    )
+    return parser.parse_args(argv)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    LOG_DIR.mkdir(exist_ok=True)
+    log_dir: Path = args.log_dir.resolve()
+    log_dir.mkdir(parents=True, exist_ok=True)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
 
     with ExitStack() as stack:
-        address = choose_broker(args.broker_address, stack)
-        os.environ["BROKER_ADDRESS"] = address
+        address = choose_broker(args.broker_address, log_dir, stack)
         common = ["--broker-address", address]
         processor = start_script(
-            "sensor_stream_processor.py", [*common, "--state-dir", str(LOG_DIR / "state")],
-            "processor.log",
-        )  # fmt: skip
+            "sensor_stream_processor.py",
+            [*common, "--state-dir", str(log_dir / "state")],
+            stack.enter_context(open(log_dir / "processor.log", "wb")),
+        )
         producer = start_script(
             "sensor_stream_producer.py",
             [*common, "--count", "0", "--sensors", str(args.sensors), "--rate", str(args.rate),
              "--backfill", str(args.backfill)],
-            "producer.log",
+            stack.enter_context(open(log_dir / "producer.log", "wb")),
         )  # fmt: skip
         # The viewer draws a live table on a terminal and prints plain lines otherwise.
         viewer = start_script("sensor_stream_viewer.py", common, None)
         processes = [producer, processor, viewer]
-        say(f"logs in {LOG_DIR.relative_to(REPO)}/; Ctrl-C stops the demo")
+        say(f"logs in {log_dir}/; Ctrl-C stops the demo")
         deadline = time.monotonic() + args.duration if args.duration else None
         while not stop.is_set():
             if any(p.poll() is not None for p in processes):
-                say("a script exited early; see the logs in demo-logs/")
+                say(f"a script exited early; see the logs in {log_dir}/")
                 break
             if deadline and time.monotonic() >= deadline:
                 break

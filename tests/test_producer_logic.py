@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import random
+import sys
 from datetime import UTC, datetime
+
+import pytest
 
 from sensor_stream_producer import (
     MAX_DRIFT,
     encode_reading,
     generate_readings,
+    make_progress,
     make_reading,
     make_sensors,
     to_epoch_ms,
@@ -56,3 +61,24 @@ def test_epoch_ms_is_exact() -> None:
     # 1_795_665_769.123 cannot be represented exactly as a float.
     assert to_epoch_ms(datetime(2026, 11, 26, 4, 2, 49, 123999, tzinfo=UTC)) == 1_795_665_769_123
     assert to_epoch_ms(datetime(1970, 1, 1, 0, 0, 0, 1000, tzinfo=UTC)) == 1
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(
+    ("stderr", "quiet", "shown"),
+    [(FakeTerminal, False, True), (FakeTerminal, True, False), (io.StringIO, False, False)],
+    ids=["terminal", "quiet", "not-a-terminal"],
+)
+def test_progress_shows_only_on_a_terminal_and_not_when_quiet(
+    monkeypatch: pytest.MonkeyPatch, stderr: type[io.StringIO], quiet: bool, shown: bool
+) -> None:
+    monkeypatch.setattr(sys, "stderr", stderr())
+    with make_progress(10, quiet) as progress:
+        task = progress.add_task("readings", total=10, rate="1,234", deliveries="delivered 4")
+        progress.update(task, completed=4)
+    printed = sys.stderr.getvalue()
+    assert ("4/10" in printed and "1,234/s" in printed and "delivered 4" in printed) == shown
