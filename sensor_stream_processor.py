@@ -65,7 +65,7 @@ class WindowStats(TypedDict):
     max: float | None
     sum: float
     # Neumaier compensation: the low-order bits that `sum` lost, so the mean
-    # stays exact even when large and small readings mix.
+    # stays accurate even when large and small readings mix.
     compensation: float
 
 
@@ -91,13 +91,17 @@ def parse_reading(payload: bytes) -> Reading:
     if "ts" not in reading:
         raise InvalidReading("missing-ts", "no 'ts' field")
     if reading.get("watermark") is True:
-        return reading  # type: ignore[return-value]
+        return reading  # type: ignore[return-value]  # moves time; carries no value
     value = reading.get("value")
     # bool is an int subclass, but true is not a temperature.
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         reason = "missing-value" if value is None else "non-numeric-value"
         raise InvalidReading(reason, f"'value' is {value!r}, not a finite number")
     return reading  # type: ignore[return-value]
+
+
+def is_watermark(reading: Reading) -> bool:
+    return reading.get("watermark") is True
 
 
 class ReadingDeserializer(Deserializer):
@@ -117,7 +121,7 @@ class ReadingDeserializer(Deserializer):
         self.current = (value, ctx.headers)
         self.counters["processed"] += 1
         reading = parse_reading(value)
-        if "value" not in reading:
+        if is_watermark(reading):
             self.counters["watermarks"] += 1
         return reading
 
@@ -146,10 +150,6 @@ def extract_event_time(
 
 
 # --- Aggregation: the window's initializer and reducer --------------------------
-
-
-def is_watermark(reading: Reading) -> bool:
-    return "value" not in reading
 
 
 def initialize_stats(reading: Reading) -> WindowStats:

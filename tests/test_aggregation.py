@@ -9,7 +9,7 @@ from functools import reduce
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sensor_stream_processor import add_reading, initialize_stats, summarize_window
+from sensor_stream_processor import add_reading, has_readings, initialize_stats, summarize_window
 
 temperatures = st.one_of(
     st.integers(min_value=-(10**6), max_value=10**6),
@@ -50,3 +50,19 @@ def test_output_message_shape() -> None:
         "end": 10_000,
         "temperature": {"count": 4, "min": -1, "max": 22.0, "mean": 15.25},
     }
+
+
+WATERMARK = {"ts": "2026-11-26T00:00:05Z", "watermark": True}
+
+
+def reading_of(value: float) -> dict[str, object]:
+    return {"ts": "2026-11-26T00:00:01Z", "value": value}
+
+
+def test_watermarks_move_time_but_never_count() -> None:
+    only_watermarks = add_reading(initialize_stats(WATERMARK), WATERMARK)
+    assert not has_readings({"start": 0, "end": 10_000, "value": only_watermarks})
+    after = add_reading(add_reading(initialize_stats(WATERMARK), reading_of(3.0)), WATERMARK)
+    before = add_reading(initialize_stats(reading_of(3.0)), WATERMARK)
+    assert after == before == initialize_stats(reading_of(3.0))
+    assert has_readings({"start": 0, "end": 10_000, "value": after})

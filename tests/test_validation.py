@@ -86,3 +86,14 @@ def test_invalid_readings_are_named(payload: bytes, reason: str) -> None:
     with pytest.raises(InvalidReading) as info:
         parse_reading(payload)
     assert info.value.reason == reason
+
+
+def test_a_watermark_needs_no_value() -> None:
+    payload = b'{"ts": "2026-11-26T04:02:49.123Z", "watermark": true}'
+    assert parse_reading(payload) == {"ts": "2026-11-26T04:02:49.123Z", "watermark": True}
+
+
+def test_only_a_true_watermark_flag_excuses_a_missing_value() -> None:
+    with pytest.raises(InvalidReading) as info:
+        parse_reading(b'{"ts": "2026-11-26T04:02:49.123Z", "watermark": "yes"}')
+    assert info.value.reason == "missing-value"
