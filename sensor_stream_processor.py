@@ -29,7 +29,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, NotRequired, TypedDict
 
 import orjson
-from confluent_kafka import Producer
+from confluent_kafka import KafkaError, Message, Producer
 from quixstreams import Application
 from quixstreams.dataframe import StreamingDataFrame
 from quixstreams.models import Deserializer, SerializationContext, TimestampType
@@ -226,11 +226,22 @@ class DeadLetters:
         self.counters = deserializer.counters
 
     def send(self, key: bytes | None, value: bytes, headers: Any, reason: str, detail: str) -> None:
+        failures: list[KafkaError] = []
+
+        def on_delivery(err: KafkaError | None, msg: Message) -> None:
+            if err is not None:
+                failures.append(err)
+
         self.producer.produce(
-            self.topic, key=key, value=value, headers=dead_letter_headers(headers, reason, detail)
+            self.topic,
+            key=key,
+            value=value,
+            headers=dead_letter_headers(headers, reason, detail),
+            on_delivery=on_delivery,
         )
-        if self.producer.flush(30) > 0:
-            raise RuntimeError(f"could not write to dead-letter topic {self.topic}")
+        # Stop rather than commit past a message whose dead letter is not safe.
+        if self.producer.flush(30) > 0 or failures:
+            raise RuntimeError(f"could not write to dead-letter topic {self.topic}: {failures}")
         self.counters[f"dead-lettered {reason}"] += 1
 
     def on_consumer_error(self, exc: Exception, message: Any, _logger: logging.Logger) -> bool:
