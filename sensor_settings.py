@@ -41,6 +41,10 @@ class BrokerUnavailable(RuntimeError):
     """No broker answered at the configured address."""
 
 
+class TopicError(RuntimeError):
+    """The broker answered but would not create a topic."""
+
+
 def add_setting(
     parser: argparse.ArgumentParser,
     flag: str,
@@ -97,8 +101,8 @@ def json_object(text: str) -> dict[str, Any]:
     return value
 
 
-def add_broker_settings(parser: argparse.ArgumentParser) -> None:
-    """Settings both scripts share: where the broker is, how to log in, the raw topic."""
+def add_broker_settings(parser: argparse.ArgumentParser, *, creates_topics: bool = True) -> None:
+    """Settings the scripts share: where the broker is, how to log in, the raw topic."""
     add_setting(
         parser,
         "--broker-address",
@@ -107,14 +111,15 @@ def add_broker_settings(parser: argparse.ArgumentParser) -> None:
         "Kafka bootstrap address, host:port",
     )
     add_setting(parser, "--raw-topic", "RAW_TOPIC", DEFAULT_RAW_TOPIC, "topic of raw readings")
-    add_setting(
-        parser,
-        "--partitions",
-        "PARTITIONS",
-        3,
-        "partitions of the raw topic when a script creates it",
-        type=positive_int,
-    )
+    if creates_topics:
+        add_setting(
+            parser,
+            "--partitions",
+            "PARTITIONS",
+            3,
+            "partitions of the raw topic when a script creates it",
+            type=positive_int,
+        )
     add_setting(
         parser,
         "--broker-timeout",
@@ -218,8 +223,11 @@ def ensure_topic(broker: BrokerSettings, name: str, partitions: int, timeout: fl
     try:
         futures[name].result(timeout=timeout)
     except KafkaException as exc:
-        if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":  # another script won the race
-            raise
+        error = exc.args[0]
+        if error.name() != "TOPIC_ALREADY_EXISTS":  # another script won the race
+            raise TopicError(
+                f"could not create topic {name!r} at {broker.address}: {error.str()}"
+            ) from None
 
 
 def wait_for_broker(broker: BrokerSettings, timeout: float) -> None:

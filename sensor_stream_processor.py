@@ -37,6 +37,7 @@ from quixstreams.models import Deserializer, SerializationContext, TimestampType
 from sensor_settings import (
     BrokerSettings,
     BrokerUnavailable,
+    TopicError,
     add_broker_settings,
     add_setting,
     configure_logging,
@@ -489,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         wait_for_broker(broker, args.broker_timeout)
         ensure_topic(broker, args.dlq_topic, args.partitions, args.broker_timeout)
-    except BrokerUnavailable as exc:
+    except (BrokerUnavailable, TopicError) as exc:
         logger.error("%s", exc)
         return 1
     dead_letters = make_dead_letters(args)

@@ -36,6 +36,7 @@ from rich.progress import (
 from sensor_settings import (
     BrokerSettings,
     BrokerUnavailable,
+    TopicError,
     add_broker_settings,
     add_setting,
     configure_logging,
@@ -345,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         wait_for_broker(broker, args.broker_timeout)
         ensure_topic(broker, args.raw_topic, args.partitions, args.broker_timeout)
-    except BrokerUnavailable as exc:
+    except (BrokerUnavailable, TopicError) as exc:
         logger.error("%s", exc)
         return 1
 

@@ -581,7 +581,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Show window aggregates as a live table, plain lines, or a chart.",
     )
-    add_broker_settings(parser)
+    add_broker_settings(parser, creates_topics=False)
     add_setting(parser, "--agg-topic", "AGG_TOPIC", "agg-temperature", "topic of window aggregates")
     add_setting(
         parser,
