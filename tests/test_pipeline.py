@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from reference_model import expected_windows
 
 from embedded_broker import find_free_port
 from kafka_helpers import (
@@ -23,6 +22,7 @@ from kafka_helpers import (
     run_script,
     wait_until_caught_up,
 )
+from reference_model import expected_windows
 
 pytestmark = pytest.mark.integration
 

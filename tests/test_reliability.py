@@ -13,8 +13,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from reference_model import expected_windows
-from test_pipeline import BASE_MS, GRACE_MS, WINDOW_MS, approx_means, as_windows, iso
 
 from embedded_broker import EmbeddedBroker, find_free_port
 from kafka_helpers import (
@@ -28,6 +26,8 @@ from kafka_helpers import (
     run_script,
     wait_until_caught_up,
 )
+from reference_model import Expected, expected_windows
+from test_pipeline import BASE_MS, GRACE_MS, WINDOW_MS, approx_means, as_windows, iso
 
 pytestmark = pytest.mark.integration
 
@@ -60,7 +60,7 @@ def encode_stream(stream: Stream) -> list[tuple[str, bytes]]:
     return messages
 
 
-def model_of(stream: Stream) -> dict:
+def model_of(stream: Stream) -> Expected:
     model = expected_windows([(s, BASE_MS + t, v) for s, t, v in stream], WINDOW_MS, GRACE_MS)
     assert model.open_windows == {}  # the final watermarks close every window
     return model
@@ -70,20 +70,17 @@ def embedded_broker() -> bool:
     return "BROKER_ADDRESS" not in os.environ
 
 
-def processor(
-    address: str, names, state_dir: Path, *extra: str, group: str | None = None
-) -> Script:
-    script = Script(
+def processor(address: str, names, state_dir: Path, *extra: str) -> Script:
+    return Script(
         "sensor_stream_processor.py",
         "--broker-address", address,
         "--raw-topic", names.raw,
         "--agg-topic", names.agg,
-        "--consumer-group", group or names.group,
+        "--consumer-group", names.group,
         "--state-dir", str(state_dir),
         "--commit-interval", "1",
         *extra,
     )  # fmt: skip
-    return script
 
 
 def windows_allowing_identical_repeats(records: list[Record]) -> dict:
