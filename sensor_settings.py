@@ -231,13 +231,25 @@ def ensure_topic(broker: BrokerSettings, name: str, partitions: int, timeout: fl
 
 
 def wait_for_broker(broker: BrokerSettings, timeout: float) -> None:
-    """Return once a broker answers a metadata request, or raise BrokerUnavailable."""
-    admin = AdminClient({**broker.librdkafka_config(), "logger": _silent_logger()})
+    """Return once a broker answers a metadata request, or raise BrokerUnavailable.
+
+    The message names the address and, when the client learned one, why: a
+    refused login reads differently from nothing listening.
+    """
+    reasons: list[str] = []
+    admin = AdminClient({
+        **broker.librdkafka_config(),
+        "logger": _silent_logger(),
+        "error_cb": lambda error: reasons.append(error.str()),
+    })  # fmt: skip
     try:
         admin.list_topics(timeout=max(timeout, 0.5))
     except KafkaException as exc:
+        admin.poll(0)  # serve error_cb
+        specific = [r for r in reasons if "brokers are down" not in r]
+        why = f" ({specific[-1]})" if specific else ""
         raise BrokerUnavailable(
-            f"no Kafka broker answered at {broker.address} within {timeout:g}s; "
+            f"no Kafka broker answered at {broker.address} within {timeout:g}s{why}; "
             f"{HOW_TO_START_A_BROKER}, or set BROKER_ADDRESS"
         ) from exc
 

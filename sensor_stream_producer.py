@@ -113,12 +113,17 @@ class DeliveryReport:
     def __init__(self) -> None:
         self.delivered = 0
         self.failed = 0
+        self.errors_logged: set[str] = set()
 
     def __call__(self, err: KafkaError | None, msg: Message) -> None:
         if err is None:
             self.delivered += 1
-        else:
-            self.failed += 1
+            return
+        self.failed += 1
+        # A broker outage fails every queued message alike: log each kind once;
+        # the final summary gives the count.
+        if err.str() not in self.errors_logged:
+            self.errors_logged.add(err.str())
             logger.error("Delivery failed for key %s: %s", msg.key(), err)
 
 
@@ -220,7 +225,8 @@ def run(
         for moment in history_schedule(args.backfill, args.rate, args.sensors, now):
             if not more_wanted():
                 return
-            sensors.send_reading(*next_reading(readings, moment))
+            sensor_id, value = next(readings)
+            sensors.send_reading(sensor_id, moment, value)
             tick()
 
     interval = 1.0 / args.rate if args.rate else 0.0
@@ -232,16 +238,10 @@ def run(
             started + live * interval, sensors, args.idle_watermark_seconds, stop
         ):
             return
-        sensors.send_reading(*next_reading(readings, datetime.now(UTC)))
+        sensor_id, value = next(readings)
+        sensors.send_reading(sensor_id, datetime.now(UTC), value)
         live += 1
         tick()
-
-
-def next_reading(
-    readings: Iterator[tuple[str, float]], moment: datetime
-) -> tuple[str, datetime, float]:
-    sensor_id, value = next(readings)
-    return sensor_id, moment, value
 
 
 def send_final_watermark(sensors: SensorProducer, lead_seconds: float) -> None:

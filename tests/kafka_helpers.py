@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 
-from sensor_settings import TOPIC_RETENTION
+from sensor_settings import BrokerSettings, ensure_topic
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -37,11 +37,8 @@ class Record:
 
 
 def create_topic(address: str, name: str, partitions: int = 1) -> None:
-    admin = AdminClient({"bootstrap.servers": address})
-    futures = admin.create_topics(
-        [NewTopic(name, num_partitions=partitions, replication_factor=1, config=TOPIC_RETENTION)]
-    )
-    futures[name].result(timeout=30)
+    """Create a topic the way the scripts do (explicit retention)."""
+    ensure_topic(BrokerSettings(address), name, partitions, timeout=30)
 
 
 def produce(

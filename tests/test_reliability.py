@@ -257,6 +257,7 @@ def test_restart_mid_stream_loses_no_window(
         isolation = "read_committed" if guarantee == "exactly-once" else "read_uncommitted"
         records = read_to_end(broker_address, names.agg, isolation=isolation)
         assert second.stop() == 0
+    assert f'processing_guarantee="{guarantee}"' in second.output()  # transactions were on
 
     if guarantee == "exactly-once":
         windows = as_windows(records)  # fails on any window seen twice
@@ -421,6 +422,9 @@ def test_a_broker_that_requires_login_refuses_wrong_credentials(script: str, nam
     errors = [line for line in refused.output().splitlines() if " ERROR " in line]
     assert len(errors) == 1, refused.output()
     assert broker.address in errors[0]
+    # The credentials were offered and refused; a client that ignored them would
+    # be dropped without this reason.
+    assert "SASL authentication error" in errors[0]
     assert SECRET not in refused.output()
 
 
