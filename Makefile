@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DURATION ?= 0
 
-.PHONY: install demo test lint format broker clean
+.PHONY: install demo test test-kafka lint format broker kafka clean
 
 install: $(VENV)/.installed
 
@@ -23,9 +23,15 @@ demo: install
 test: lint
 	$(BIN)/python -m pytest
 
+# The same suite against Apache Kafka (Java 17+ and Maven; jars fetched once).
+test-kafka: install
+	TEST_BROKER=kafka $(BIN)/python -m pytest
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/ci.yml
+	$(BIN)/zizmor --offline .github/workflows/
 
 format: install
 	$(BIN)/ruff check --fix .
@@ -34,5 +40,8 @@ format: install
 broker: install
 	$(BIN)/python embedded_broker.py --port 19092
 
+kafka: install
+	$(BIN)/python kafka_broker.py --port 19092
+
 clean:
-	rm -rf $(VENV) state demo-logs .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) kafka/lib state demo-logs .pytest_cache .ruff_cache .hypothesis

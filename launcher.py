@@ -162,9 +162,12 @@ class BrokerProcess:
                 )
             time.sleep(0.05)
 
-    def stop(self) -> None:
+    def stop(self, *, keep_data: bool = False) -> None:
+        """Stop the process; with `keep_data`, a later start() serves the same data again
+        (where the broker keeps any: the embedded one keeps nothing)."""
         stop_child(self.process)
-        self.cleanup()
+        if not keep_data:
+            self.cleanup()
 
     def cleanup(self) -> None:
         """Remove what start() prepared; called after the process has exited."""

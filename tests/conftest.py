@@ -1,7 +1,8 @@
-"""Shared fixtures: one real broker per test session, fresh topic names per test.
+"""Shared fixtures: one real broker per test session (per worker), fresh topic names per test.
 
-The broker is the embedded one (Tansu) unless BROKER_ADDRESS is set, in which
-case the same tests run against that broker, for example Redpanda.
+TEST_BROKER picks the broker the suite starts: `embedded` (Tansu, the default
+of `make test`) or `kafka` (Apache Kafka, `make test-kafka`). With
+BROKER_ADDRESS set, the suite uses that broker instead, for example Redpanda.
 """
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ from __future__ import annotations
 import os
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -19,17 +21,56 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from embedded_broker import PROCESSOR_PRODUCER_CONFIG, EmbeddedBroker  # noqa: E402
+from kafka_broker import KafkaBroker  # noqa: E402
+from launcher import BrokerProcess, find_free_port  # noqa: E402
+
+BROKER_KIND = (
+    "external" if os.environ.get("BROKER_ADDRESS") else os.environ.get("TEST_BROKER", "embedded")
+)
+# The SCRAM user the Kafka broker is formatted with (SCRAM-SHA-256 and -512).
+SCRAM_USER = ("sensor-app", "correct-horse-battery-staple")
+
+
+@dataclass(frozen=True)
+class Broker:
+    kind: str  # "embedded", "kafka" or "external"
+    address: str
+    sasl_address: str | None = None  # SASL_PLAINTEXT with SCRAM_USER, where the broker has it
+
+
+def new_broker(port: int | None = None, log_path: Path | None = None) -> BrokerProcess:
+    """A broker of the kind under test, for tests that stop and start their own."""
+    if BROKER_KIND == "kafka":
+        return KafkaBroker(port, log_path=log_path)
+    return EmbeddedBroker(port, log_path=log_path)
 
 
 @pytest.fixture(scope="session")
-def broker_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     if address := os.environ.get("BROKER_ADDRESS"):
-        yield address
+        yield Broker("external", address)
         return
-    log_path = tmp_path_factory.mktemp("broker") / "tansu.log"
+    log_path = tmp_path_factory.mktemp("broker") / "broker.log"
+    if BROKER_KIND == "kafka":
+        kafka = KafkaBroker(sasl_port=find_free_port(), scram_users=[SCRAM_USER], log_path=log_path)
+        with kafka:
+            yield Broker("kafka", kafka.address, kafka.sasl_address)
+        return
+    # Only the embedded broker needs this (its high-watermark quirk; see README).
+    # The test helpers decide it, never the scripts.
     os.environ.setdefault("PRODUCER_CONFIG", PROCESSOR_PRODUCER_CONFIG)
-    with EmbeddedBroker(log_path=log_path) as broker:
-        yield broker.address
+    with EmbeddedBroker(log_path=log_path) as embedded:
+        yield Broker("embedded", embedded.address)
+
+
+@pytest.fixture(scope="session")
+def broker_address(broker: Broker) -> str:
+    return broker.address
+
+
+@pytest.fixture
+def start_broker() -> Callable[..., BrokerProcess]:
+    return new_broker
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from sensor_settings import BrokerSettings, ensure_topic
@@ -172,16 +172,23 @@ def wait_until_caught_up(
     """Poll until `group` has committed `total` messages of `topic` (offsets start at 0).
 
     Fails at once if one of `scripts`, the processors doing the work, has exited.
+    An error (Kafka's group coordinator still loading, say) means "not yet".
     """
-    target = total
     deadline = time.monotonic() + timeout
-    while (done := committed_total(address, group, topic)) < target:
+    done, last_error = 0, ""
+    while done < total:
         for script in scripts:
             if script.process.poll() is not None:
                 raise AssertionError(f"exited {script.process.returncode}:\n{script.output()}")
         if time.monotonic() > deadline:
-            raise AssertionError(f"{group} committed {done} of {target} on {topic} in {timeout}s")
+            raise AssertionError(
+                f"{group} committed {done} of {total} on {topic} in {timeout}s {last_error}"
+            )
         time.sleep(0.25)
+        try:
+            done = committed_total(address, group, topic)
+        except KafkaException as exc:
+            last_error = f"(last error: {exc.args[0].str()})"
 
 
 class Script:
@@ -238,10 +245,13 @@ class Script:
         self.log.close()
 
 
-def run_script(script: str, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+def run_script(
+    script: str, *args: str, timeout: float = 60.0, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(REPO / script), *args],
         cwd=REPO,
+        env={**os.environ, **(env or {})},
         capture_output=True,
         text=True,
         timeout=timeout,

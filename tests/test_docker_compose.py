@@ -1,8 +1,12 @@
-"""Static checks of docker-compose.yml and the CI workflow; no Docker needed."""
+"""Static checks of docker-compose.yml and the CI workflow; no Docker needed.
+
+The one exception, `docker compose config`, is skipped where Docker Compose is missing.
+"""
 
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -89,17 +93,34 @@ def test_console_config_uses_internal_addresses(services: dict[str, Any]) -> Non
     }
 
 
-def test_ci_runs_the_suite_on_both_brokers(jobs: dict[str, Any]) -> None:
-    assert set(jobs) == {"embedded-broker", "redpanda"}
-    for job in jobs.values():
+def uses(job: dict[str, Any], action: str) -> list[dict[str, Any]]:
+    """The steps of `job` that use `action` (any ref)."""
+    return [s for s in job["steps"] if s.get("uses", "").startswith(f"{action}@")]
+
+
+def test_ci_runs_the_suite_on_three_brokers(jobs: dict[str, Any]) -> None:
+    make = {"embedded-broker": "make test", "redpanda": "make test", "kafka": "make test-kafka"}
+    assert set(jobs) == set(make)
+    for name, job in jobs.items():
         assert job["runs-on"] == "ubuntu-latest"
         assert job["timeout-minutes"] <= 30
-        runs = [step.get("run", "") for step in job["steps"]]
-        assert "make test" in runs
-        python = [s for s in job["steps"] if s.get("uses") == "actions/setup-python@v5"]
-        assert python[0]["with"]["python-version"] == "3.11"
+        assert make[name] in [step.get("run", "") for step in job["steps"]]
+        assert uses(job, "actions/setup-python")[0]["with"]["python-version"] == "3.11"
+        for checkout in uses(job, "actions/checkout"):
+            assert checkout["with"]["persist-credentials"] is False
+    java = uses(jobs["kafka"], "actions/setup-java")[0]["with"]
+    assert (java["distribution"], java["java-version"]) == ("temurin", "17")
     test_step = next(s for s in jobs["redpanda"]["steps"] if s.get("run") == "make test")
     assert test_step["env"] == {"BROKER_ADDRESS": "localhost:19092"}
+
+
+def test_ci_actions_are_pinned_to_commits() -> None:
+    # A tag can be moved; a full SHA cannot. The trailing comment says which tag it was.
+    text = (REPO / ".github/workflows/ci.yml").read_text(encoding="utf-8")
+    refs = re.findall(r"^\s*-?\s*uses:\s*(.+)$", text, flags=re.MULTILINE)
+    assert len(refs) == 7  # checkout and setup-python in three jobs, setup-java once
+    for ref in refs:
+        assert re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40} # v\d+\.\d+\.\d+", ref), ref
 
 
 def test_ci_redpanda_matches_compose(services: dict[str, Any], jobs: dict[str, Any]) -> None:
@@ -113,3 +134,24 @@ def test_ci_redpanda_matches_compose(services: dict[str, Any], jobs: dict[str, A
     assert started["--advertise-kafka-addr"] == (
         "internal://redpanda-0:9092,external://localhost:19092"
     )
+
+
+def test_docker_compose_accepts_the_file() -> None:
+    try:
+        version = subprocess.run(
+            ["docker", "compose", "version"], capture_output=True, text=True, timeout=30
+        )
+    except FileNotFoundError:
+        pytest.skip("the docker client is not installed")
+    if version.returncode != 0:
+        reason = (version.stderr.strip().splitlines() or ["no output"])[0]
+        pytest.skip(f"`docker compose version` failed, Docker Compose is missing: {reason}")
+    # `config` only parses and validates the file; it needs no Docker engine.
+    config = subprocess.run(
+        ["docker", "compose", "config", "--quiet"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert config.returncode == 0, config.stderr

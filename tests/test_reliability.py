@@ -10,9 +10,11 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
+from conftest import SCRAM_USER, Broker
 
 from embedded_broker import EmbeddedBroker
 from kafka_helpers import (
@@ -26,7 +28,7 @@ from kafka_helpers import (
     run_script,
     wait_until_caught_up,
 )
-from launcher import find_free_port
+from launcher import BrokerProcess, find_free_port
 from reference_model import Expected, expected_windows
 from test_pipeline import BASE_MS, GRACE_MS, WINDOW_MS, approx_means, as_windows, iso
 
@@ -65,10 +67,6 @@ def model_of(stream: Stream) -> Expected:
     model = expected_windows([(s, BASE_MS + t, v) for s, t, v in stream], WINDOW_MS, GRACE_MS)
     assert model.open_windows == {}  # the final watermarks close every window
     return model
-
-
-def embedded_broker() -> bool:
-    return "BROKER_ADDRESS" not in os.environ
 
 
 def processor(address: str, names, state_dir: Path, *extra: str) -> Script:
@@ -208,18 +206,19 @@ def test_stopping_the_producer_closes_every_window_including_the_last(
     ids=["same-state-dir", "state-from-changelog", "exactly-once", "exactly-once-clean-stop"],
 )
 def test_restart_mid_stream_loses_no_window(
-    broker_address: str,
+    broker: Broker,
     names,
     tmp_path: Path,
     guarantee: str,
     keep_state: bool,
     stop_signal: int,
 ) -> None:
-    if guarantee == "exactly-once" and stop_signal == signal.SIGKILL and embedded_broker():
+    if guarantee == "exactly-once" and stop_signal == signal.SIGKILL and broker.kind == "embedded":
         pytest.skip(
             "Tansu 0.6.0 neither aborts a killed producer's open transaction on restart nor "
-            "hides it from read_committed readers; run with BROKER_ADDRESS set to Redpanda"
+            "hides it from read_committed readers; this case runs under `make test-kafka`"
         )
+    broker_address = broker.address
     stream = sensor_stream(sensors=10, seconds=120, per_second=5, seed=1)
     model = model_of(stream)
     messages = encode_stream(stream)
@@ -346,33 +345,36 @@ def start_producer(address: str, names, *extra: str) -> Script:
     )  # fmt: skip
 
 
-def readings_on(address: str, topic: str, at_least: int) -> list[Record]:
-    records = consume(
-        address,
-        topic,
-        until=lambda got: sum("value" in r.json() for r in got) >= at_least,
-        timeout=60,
-    )
+def readings_on(address: str, topic: str, at_least: int, since_ms: float = 0) -> list[Record]:
+    """Read until `at_least` readings stamped `since_ms` or later are on `topic`."""
+
+    def enough(got: list[Record]) -> bool:
+        return sum("value" in r.json() and r.timestamp_ms >= since_ms for r in got) >= at_least
+
+    records = consume(address, topic, until=enough, timeout=60)
     return [r for r in records if "value" in r.json()]
 
 
-def test_producer_delivers_what_it_accepted_while_the_broker_was_away(names) -> None:
+def test_producer_delivers_what_it_accepted_while_the_broker_was_away(
+    names, start_broker: Callable[..., BrokerProcess]
+) -> None:
     port = find_free_port()
     address = f"127.0.0.1:{port}"
-    broker = EmbeddedBroker(port).start()
+    broker = start_broker(port).start()
     try:
         with start_producer(address, names, "--delivery-timeout", "60") as producer:
             readings_on(address, names.raw, 20)
-            broker.stop()
+            broker.stop(keep_data=True)
             outage_started = time.time() * 1000
             time.sleep(2)  # the outage itself; nothing waits on it
-            # A new in-memory broker on the same port: only what the producer held back
-            # during the outage, and what follows, can reach it. A real broker would
-            # come back with its topics; this one needs the topic made again.
-            broker = EmbeddedBroker(port).start()
+            # Kafka comes back with its data. The embedded broker comes back empty, so
+            # only what the producer held back, and what follows, can reach it, and it
+            # needs the topic made again.
+            broker.start()
             outage_ended = time.time() * 1000
             create_topic(address, names.raw, partitions=3)
-            records = readings_on(address, names.raw, 150)
+            # Readings made after the outage are queued behind those held during it.
+            records = readings_on(address, names.raw, 100, since_ms=outage_ended)
             assert producer.stop() == 0
     finally:
         broker.stop()
@@ -381,11 +383,13 @@ def test_producer_delivers_what_it_accepted_while_the_broker_was_away(names) -> 
     assert "(0 failed)" in producer.output()
 
 
-def test_producer_reports_what_it_could_not_deliver(names) -> None:
+def test_producer_reports_what_it_could_not_deliver(
+    names, start_broker: Callable[..., BrokerProcess]
+) -> None:
     port = find_free_port()
     address = f"127.0.0.1:{port}"
     with (
-        EmbeddedBroker(port) as broker,
+        start_broker(port) as broker,
         start_producer(address, names, "--delivery-timeout", "2") as producer,
     ):
         readings_on(address, names.raw, 10)
@@ -401,32 +405,74 @@ def test_producer_reports_what_it_could_not_deliver(names) -> None:
 
 # --- Secured clusters -------------------------------------------------------------
 
-SECRET = "correct-horse-battery-staple"
-SASL = {
-    "BROKER_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
-    "BROKER_SASL_MECHANISM": "SCRAM-SHA-256",
-    "BROKER_SASL_USERNAME": "sensor-app",
-    "BROKER_SASL_PASSWORD": SECRET,
-}
+SECRET = SCRAM_USER[1]
+
+
+def sasl_env(mechanism: str, password: str) -> dict[str, str]:
+    return {
+        "BROKER_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "BROKER_SASL_MECHANISM": mechanism,
+        "BROKER_SASL_USERNAME": SCRAM_USER[0],
+        "BROKER_SASL_PASSWORD": password,
+    }
 
 
 @pytest.mark.parametrize("script", ["sensor_stream_producer.py", "sensor_stream_processor.py"])
-def test_a_broker_that_requires_login_refuses_wrong_credentials(script: str, names) -> None:
+def test_a_broker_that_requires_login_refuses_wrong_credentials(
+    script: str, broker: Broker, names
+) -> None:
     # The embedded broker can require SCRAM logins but cannot store a user, so it
-    # refuses every credential: that shows refusal, not acceptance (see README).
-    with (
-        EmbeddedBroker(extra_args=["--authentication"]) as broker,
-        Script(script, "--broker-address", broker.address, "--raw-topic", names.raw,
-               "--broker-timeout", "3", env=SASL) as refused,
-    ):  # fmt: skip
+    # refuses every credential; Kafka has the user and refuses only a wrong password.
+    with ExitStack() as stack:
+        if broker.sasl_address:
+            address = broker.sasl_address
+        else:
+            address = stack.enter_context(EmbeddedBroker(extra_args=["--authentication"])).address
+        refused = stack.enter_context(
+            Script(script, "--broker-address", address, "--raw-topic", names.raw,
+                   "--broker-timeout", "3", env=sasl_env("SCRAM-SHA-256", "wrong-" + SECRET))
+        )  # fmt: skip
         assert refused.wait(timeout=30) == 1
     errors = [line for line in refused.output().splitlines() if " ERROR " in line]
     assert len(errors) == 1, refused.output()
-    assert broker.address in errors[0]
+    assert address in errors[0]
     # The credentials were offered and refused; a client that ignored them would
     # be dropped without this reason.
     assert "SASL authentication error" in errors[0]
     assert SECRET not in refused.output()
+
+
+@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-256", "SCRAM-SHA-512"])
+def test_the_right_scram_credentials_carry_readings_to_aggregates(
+    mechanism: str, broker: Broker, names, tmp_path: Path
+) -> None:
+    if broker.sasl_address is None:
+        pytest.skip(
+            f"the {broker.kind} broker here has no SCRAM user (Tansu cannot store one); "
+            "this test runs under `make test-kafka`"
+        )
+    env = sasl_env(mechanism, SECRET)
+    common = ["--broker-address", broker.sasl_address, "--raw-topic", names.raw]
+    produced = run_script(
+        "sensor_stream_producer.py", *common, "--count", "60", "--sensors", "3", "--rate", "0",
+        "--backfill", "30", "--seed", "4", env=env,
+    )  # fmt: skip
+    assert produced.returncode == 0, produced.stderr
+    raw = read_to_end(broker.address, names.raw)  # read back over the plain listener
+    model = expected_windows(
+        [(r.key, r.timestamp_ms, r.json().get("value")) for r in raw], WINDOW_MS, GRACE_MS
+    )
+    with Script(
+        "sensor_stream_processor.py", *common, "--agg-topic", names.agg,
+        "--consumer-group", names.group, "--state-dir", str(tmp_path), env=env,
+    ) as proc:  # fmt: skip
+        wait_until_caught_up(broker.address, names.group, names.raw, len(raw), scripts=[proc])
+        windows = as_windows(read_to_end(broker.address, names.agg))
+        assert proc.stop() == 0
+    assert f"'sasl.mechanism': '{mechanism}'" in proc.output()  # Quix's own start-up line
+    assert windows == approx_means(model.windows)
+    assert sum(w["temperature"]["count"] for w in windows.values()) == 60
+    assert SECRET not in proc.output()
 
 
 def test_the_password_never_reaches_the_log(broker_address: str, names, tmp_path: Path) -> None:

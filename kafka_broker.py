@@ -1,0 +1,246 @@
+"""Run Apache Kafka on 127.0.0.1 without Docker: one KRaft node, data in a temporary folder.
+
+Uses the official Apache Kafka 4.4 jars, which Maven fetches once from Maven
+Central into kafka/lib/ (see kafka/pom.xml). Needs Java 17+ and Maven. The
+broker is also its own controller; its data folder is removed when it stops.
+
+    python kafka_broker.py --port 19092     # then BROKER_ADDRESS=localhost:19092
+    python kafka_broker.py --port 19092 --sasl-port 19094 --scram-user alice:alice-secret
+
+Tests and benchmarks use the `KafkaBroker` class directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import fcntl
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+
+from launcher import BrokerProcess, BrokerStartError, find_free_port, serve_in_foreground
+
+KAFKA_DIR = Path(__file__).resolve().parent / "kafka"
+JARS = KAFKA_DIR / "lib"
+MAIN_JAR = "kafka_2.13-4.4.0.jar"
+SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
+JAVA_OPTIONS = ["-Xms256m", "-Xmx1g", "-XX:+UseG1GC", "-Djava.awt.headless=true"]
+
+
+def find_java() -> str:
+    """The `java` command, if it is Java 17 or newer; otherwise say how to get one."""
+    java = shutil.which("java")
+    if java is None:
+        raise BrokerStartError(
+            "Apache Kafka needs Java 17 or newer and `java` was not found; install a JDK "
+            "(apt-get install openjdk-17-jre-headless) or use the embedded broker: make broker"
+        )
+    shown = subprocess.run([java, "-version"], capture_output=True, text=True, check=False)
+    found = re.search(r'version "(\d+)', shown.stderr)
+    if found is None or int(found.group(1)) < 17:
+        raise BrokerStartError(
+            f"Apache Kafka needs Java 17 or newer; `{java} -version` says "
+            f"{shown.stderr.splitlines()[0] if shown.stderr else 'nothing'}; install a JDK 17 "
+            "(apt-get install openjdk-17-jre-headless) or use the embedded broker: make broker"
+        )
+    return java
+
+
+def fetch_jars() -> Path:
+    """Kafka's jars in kafka/lib/, fetched by Maven the first time only."""
+    if (JARS / MAIN_JAR).exists():
+        return JARS
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise BrokerStartError(
+            "Apache Kafka's jars are not in kafka/lib/ yet and `mvn` was not found to fetch "
+            "them; install Maven (apt-get install maven) or use the embedded broker: make broker"
+        )
+    # Test workers may start brokers at once: one fetches, the others wait for it.
+    with open(KAFKA_DIR / ".fetch.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (JARS / MAIN_JAR).exists():
+            print("Fetching Apache Kafka's jars from Maven Central into kafka/lib/ (once)...",
+                  file=sys.stderr, flush=True)  # fmt: skip
+            partial = KAFKA_DIR / "lib.partial"
+            shutil.rmtree(partial, ignore_errors=True)
+            fetched = subprocess.run(
+                [mvn, "-q", "-B", "-f", str(KAFKA_DIR / "pom.xml"),
+                 "dependency:copy-dependencies", f"-DoutputDirectory={partial}"],
+                capture_output=True, text=True, check=False,
+            )  # fmt: skip
+            if fetched.returncode != 0:
+                last = (fetched.stdout + fetched.stderr).strip().splitlines()[-1:]
+                raise BrokerStartError(f"Maven could not fetch Kafka's jars: {' '.join(last)}")
+            partial.rename(JARS)
+    return JARS
+
+
+def random_cluster_id() -> str:
+    """A Kafka Uuid: 16 random bytes, URL-safe base64 without padding."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+
+
+def parse_scram_user(text: str) -> tuple[str, str]:
+    name, sep, password = text.partition(":")
+    if not sep or not name or not password:
+        raise argparse.ArgumentTypeError(f"expected NAME:PASSWORD, got {text!r}")
+    return name, password
+
+
+class KafkaBroker(BrokerProcess):
+    """A single-node Apache Kafka (KRaft) on 127.0.0.1; use it as a context manager."""
+
+    name = "Apache Kafka"
+
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        sasl_port: int | None = None,
+        scram_users: list[tuple[str, str]] | None = None,
+        log_path: Path | None = None,
+        start_timeout: float = 90.0,
+    ) -> None:
+        super().__init__(port, log_path=log_path, start_timeout=start_timeout)
+        self.controller_port = find_free_port()
+        self.sasl_port = sasl_port
+        self.scram_users = scram_users or []
+        self.data_dir: Path | None = None
+
+    @property
+    def sasl_address(self) -> str:
+        return f"{self.host}:{self.sasl_port}"
+
+    def ports(self) -> list[int]:
+        return [p for p in (self.port, self.controller_port, self.sasl_port) if p]
+
+    def server_properties(self, log_dirs: Path) -> str:
+        listeners = {"PLAINTEXT": self.port, "CONTROLLER": self.controller_port}
+        if self.sasl_port:
+            listeners["SASL_PLAINTEXT"] = self.sasl_port
+        clients = [name for name in listeners if name != "CONTROLLER"]
+        lines = [
+            "process.roles=broker,controller",
+            "node.id=1",
+            "listeners=" + ",".join(f"{n}://{self.host}:{p}" for n, p in listeners.items()),
+            "advertised.listeners="
+            + ",".join(f"{n}://{self.host}:{listeners[n]}" for n in clients),
+            "controller.listener.names=CONTROLLER",
+            "inter.broker.listener.name=PLAINTEXT",
+            "listener.security.protocol.map="
+            + ",".join(f"{n}:{'PLAINTEXT' if n == 'CONTROLLER' else n}" for n in listeners),
+            f"controller.quorum.bootstrap.servers={self.host}:{self.controller_port}",
+            f"log.dirs={log_dirs}",
+            # One node: every internal topic has one replica.
+            "offsets.topic.replication.factor=1",
+            "transaction.state.log.replication.factor=1",
+            "transaction.state.log.min.isr=1",
+            "share.coordinator.state.topic.replication.factor=1",
+            "share.coordinator.state.topic.min.isr=1",
+            # Let the first consumer join a group at once, as a test or demo expects.
+            "group.initial.rebalance.delay.ms=0",
+        ]
+        if self.sasl_port:
+            lines.append("sasl.enabled.mechanisms=" + ",".join(SCRAM_MECHANISMS))
+            for mechanism in SCRAM_MECHANISMS:
+                lines.append(
+                    f"listener.name.sasl_plaintext.{mechanism.lower()}.sasl.jaas.config="
+                    "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+                )
+        return "\n".join(lines) + "\n"
+
+    def command(self) -> list[str]:
+        java_command = [
+            find_java(), *JAVA_OPTIONS,
+            f"-Dlog4j2.configurationFile={KAFKA_DIR / 'log4j2.properties'}",
+            "-cp", f"{fetch_jars()}/*",
+        ]  # fmt: skip
+        if self.data_dir is None:  # else restart on the data of stop(keep_data=True)
+            self.data_dir = Path(tempfile.mkdtemp(prefix="kafka-broker-"))
+            self.format_storage(java_command)
+        return [*java_command, "kafka.Kafka", str(self.data_dir / "server.properties")]
+
+    def format_storage(self, java_command: list[str]) -> None:
+        assert self.data_dir is not None
+        properties = self.data_dir / "server.properties"
+        properties.write_text(self.server_properties(self.data_dir / "logs"))
+        # SCRAM users are stored in the cluster metadata when it is formatted (KIP-900).
+        scram = [
+            arg
+            for name, password in self.scram_users
+            for mechanism in SCRAM_MECHANISMS
+            for arg in ("--add-scram", f"{mechanism}=[name={name},password={password}]")
+        ]
+        formatted = subprocess.run(
+            [*java_command, "kafka.tools.StorageTool", "format", "--standalone",
+             "-t", random_cluster_id(), "-c", str(properties), *scram],
+            capture_output=True, text=True, check=False, timeout=120,
+        )  # fmt: skip
+        if formatted.returncode != 0:
+            errors = [line for line in formatted.stderr.splitlines() if "Exception" in line]
+            raise BrokerStartError(f"formatting Kafka's storage failed: {errors[:1]}")
+
+    def is_ready(self) -> bool:
+        """The broker answers metadata requests and lists itself: it can take topics."""
+        admin = AdminClient({"bootstrap.servers": self.address, "log_level": 0})
+        try:
+            return bool(admin.list_topics(timeout=0.5).brokers)
+        except KafkaException:
+            return False
+
+    def cleanup(self) -> None:
+        if self.data_dir is not None:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+            self.data_dir = None
+
+
+def next_steps(broker: KafkaBroker) -> str:
+    """The commands for the tutorial's other two terminals."""
+    steps = (
+        "In two more terminals:\n"
+        f"  BROKER_ADDRESS={broker.address} python sensor_stream_producer.py --count 0 --rate 4\n"
+        f"  BROKER_ADDRESS={broker.address} python sensor_stream_processor.py"
+    )
+    if broker.sasl_port:
+        users = ", ".join(name for name, _ in broker.scram_users) or "none"
+        steps += (
+            f"\nSASL_PLAINTEXT with SCRAM-SHA-256/512 on {broker.sasl_address} (users: {users}):"
+            f"\n  BROKER_ADDRESS={broker.sasl_address} BROKER_SECURITY_PROTOCOL=SASL_PLAINTEXT"
+            " BROKER_SASL_MECHANISM=SCRAM-SHA-256 BROKER_SASL_USERNAME=<name>"
+            " BROKER_SASL_PASSWORD=<password> python sensor_stream_processor.py"
+        )
+    return steps
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=19092, help="port on 127.0.0.1 (default 19092)")
+    parser.add_argument(
+        "--sasl-port", type=int, help="also listen with SASL_PLAINTEXT (SCRAM) here"
+    )
+    parser.add_argument(
+        "--scram-user",
+        action="append",
+        type=parse_scram_user,
+        default=[],
+        metavar="NAME:PASSWORD",
+        help="a SCRAM-SHA-256 and SCRAM-SHA-512 user; repeatable; needs --sasl-port",
+    )
+    args = parser.parse_args(argv)
+    if args.scram_user and not args.sasl_port:
+        parser.error("--scram-user needs --sasl-port")
+    broker = KafkaBroker(args.port, sasl_port=args.sasl_port, scram_users=args.scram_user)
+    return serve_in_foreground(broker, next_steps(broker))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
