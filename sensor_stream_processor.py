@@ -489,7 +489,8 @@ def main(argv: list[str] | None = None) -> int:
     broker = BrokerSettings.from_args(args)
     try:
         wait_for_broker(broker, args.broker_timeout)
-        ensure_topic(broker, args.dlq_topic, args.partitions, args.broker_timeout)
+        for topic in (args.raw_topic, args.dlq_topic):
+            ensure_topic(broker, topic, args.partitions, args.broker_timeout)
     except (BrokerUnavailable, TopicError) as exc:
         logger.error("%s", exc)
         return 1
