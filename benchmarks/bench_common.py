@@ -30,6 +30,7 @@ if str(REPO) not in sys.path:
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition  # noqa: E402
 
 from embedded_broker import EmbeddedBroker  # noqa: E402
+from kafka_broker import KafkaBroker  # noqa: E402
 from sensor_settings import BrokerSettings, ensure_topic  # noqa: E402
 from sensor_stream_producer import (  # noqa: E402
     encode_reading,
@@ -102,12 +103,16 @@ def expected_closed_windows(workload: Workload) -> int:
 
 @contextmanager
 def broker_address(address: str | None = None) -> Iterator[str]:
-    """BROKER_ADDRESS (or `address`) if set, else a fresh embedded broker."""
+    """BROKER_ADDRESS (or `address`) if set, else a fresh broker of kind BENCH_BROKER:
+    `embedded` (the default) or `kafka` (Apache Kafka, kafka_broker.py)."""
     address = address or os.environ.get("BROKER_ADDRESS")
     if address:
         yield address
         return
-    with EmbeddedBroker() as broker:
+    kind = os.environ.get("BENCH_BROKER", "embedded")
+    if kind not in ("embedded", "kafka"):
+        raise SystemExit(f"BENCH_BROKER must be embedded or kafka, not {kind!r}")
+    with (KafkaBroker() if kind == "kafka" else EmbeddedBroker()) as broker:
         yield broker.address
 
 
