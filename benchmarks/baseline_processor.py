@@ -6,21 +6,24 @@ JSON encoding, aware UTC times): Quix Streams' "json" deserializer, the payload
 timestamp parsed with `datetime.fromisoformat`, a reducer that builds a new
 dict per reading, and the mean as a plain sum / count. Application settings are
 the defaults, except the 6 s session timeout, which only shortens the consumer
-group join that no measurement includes.
+group join that no measurement includes. The topics must exist.
+
+    python benchmarks/baseline_processor.py --broker-address A --raw-topic T \
+        --agg-topic S --consumer-group G --state-dir D
 
 Do not optimise this file: the throughput benchmark divides by its rate.
 """
 
 from __future__ import annotations
 
+import argparse
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from quixstreams import Application
-from quixstreams.dataframe import StreamingDataFrame
-from quixstreams.models import TimestampType, TopicConfig
+from quixstreams.models import TimestampType
 
-from sensor_settings import TOPIC_RETENTION
+SESSION = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1500}
 
 
 def extract_timestamp(
@@ -61,31 +64,35 @@ def to_output(window: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def make_baseline(
-    broker_address: str,
-    raw_topic: str,
-    agg_topic: str,
-    consumer_group: str,
-    state_dir: str,
-    partitions: int,
-) -> tuple[Application, StreamingDataFrame]:
+def arguments(description: str) -> argparse.ArgumentParser:
+    """The processor's flags for where to read, write and keep state."""
+    parser = argparse.ArgumentParser(description=description)
+    for flag in ("--broker-address", "--raw-topic", "--agg-topic", "--consumer-group"):
+        parser.add_argument(flag, required=True)
+    parser.add_argument("--state-dir", default="state")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    opts = arguments(__doc__.splitlines()[0]).parse_args(argv)
     app = Application(
-        broker_address=broker_address,
-        consumer_group=consumer_group,
+        broker_address=opts.broker_address,
+        consumer_group=opts.consumer_group,
         auto_offset_reset="earliest",
-        state_dir=state_dir,
-        consumer_extra_config={"session.timeout.ms": 6000, "heartbeat.interval.ms": 1500},
-    )
-    config = TopicConfig(
-        num_partitions=partitions, replication_factor=1, extra_config=dict(TOPIC_RETENTION)
+        state_dir=opts.state_dir,
+        consumer_extra_config=SESSION,
     )
     raw = app.topic(
-        raw_topic, value_deserializer="json", timestamp_extractor=extract_timestamp, config=config
+        opts.raw_topic, value_deserializer="json", timestamp_extractor=extract_timestamp
     )
-    output = app.topic(agg_topic, value_serializer="json", config=config)
+    output = app.topic(opts.agg_topic, value_serializer="json")
     sdf = app.dataframe(raw)
     sdf = sdf.tumbling_window(timedelta(seconds=10), grace_ms=timedelta(seconds=1))
     sdf = sdf.reduce(reducer=reducer, initializer=initializer).final()
     sdf = sdf.apply(to_output)
     sdf = sdf.to_topic(output)
-    return app, sdf
+    app.run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,21 +1,32 @@
 """Window latency: from producing the reading that closes a window to its aggregate.
 
     python benchmarks/latency.py                       # 2000 readings/s, 1000 sensors, 60 s
+    python benchmarks/latency.py --split               # once per configuration below
     python benchmarks/latency.py --rate 500 --duration 5 --window-seconds 1 --grace-seconds 0
 
-Runs the real scripts as a user would: sensor_stream_processor.py, then
-sensor_stream_producer.py at a steady --rate. A reader assigned to both topics
-sees every raw reading and every aggregate. The processor closes a sensor's
-window [start, end) at the first reading of that sensor whose event time is at
-least end + grace; the producer stamps each reading (payload and Kafka
-timestamp) with the moment it produced it, so that timestamp is when the window
-became closable. Latency = wall-clock time the aggregate is read from the sink
-topic - that timestamp, on the same host clock.
+Runs the real scripts as a user would: sensor_stream_processor.py, then, once
+its consumer group is Stable, sensor_stream_producer.py at a steady --rate. A
+reader assigned to both topics sees every raw reading and every aggregate. The
+processor closes a sensor's window [start, end) at the first message of that
+sensor whose event time is at least end + grace; the producer stamps each
+reading with the moment it produces it, so that is when the window became
+closable. Latency = when the reader gets the aggregate - that moment, on the
+host clock. Windows closed by a watermark (the producer's last ones) must
+arrive but are not timed: a watermark's time is not when it was sent.
 
-Windows that become closable in the first --warmup-seconds are not timed (the
-processor may still be joining its group). Prints one JSON line: windows
-measured, p50/p95/p99/max in ms. Exits non-zero if an aggregate for a closable
-window never arrives.
+Where the time goes (`hops`, p50 and p99 per window). Both topics are created
+with message.timestamp.type=LogAppendTime; where the broker honours it (Kafka),
+its append times split each latency into
+  producer   reading produced -> on the broker (the producer's linger.ms, 20)
+  processor  reading on the broker -> aggregate on the broker (the processor's
+             fetch wait, processing, and its producer's linger and batching)
+  reader     aggregate on the broker -> read (the reader's fetch wait)
+Where it does not (the embedded broker), the reader's own receive times stand
+in: producer = produced -> read, processor = reading read -> aggregate read,
+reader = 0. --configs changes one real setting per run (CONFIGS, below).
+
+Windows closable in the first --warmup-seconds are not timed. Prints one JSON
+line per configuration; exits 1 if an aggregate never arrives.
 """
 
 from __future__ import annotations
@@ -23,40 +34,60 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import subprocess
 import sys
 import tempfile
 import time
 from collections import defaultdict
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bench_common import (
-    REPO,
-    assign_from_start,
+import orjson
+from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME
+from confluent_kafka.admin import AdminClient
+from harness import (
+    EPOCH,
+    BenchmarkError,
+    Child,
     broker_address,
-    create_topic,
-    plain_consumer,
+    consumer_flags,
+    create_topics,
+    group_is_stable,
+    reader,
+    records,
     unique_name,
+    wait_until,
 )
 
 WindowId = tuple[str, int]  # (sensor, window start ms)
+# name: (extra processor flags, extra reader config); each differs from "shipped" in one setting.
+CONFIGS: dict[str, tuple[list[str], dict[str, Any]]] = {
+    "shipped": ([], {}),
+    "processor-linger-0": (['--producer-config={"linger.ms": 0}'], {}),
+    "processor-one-record-batches": (['--producer-config={"batch.num.messages": 1}'], {}),
+    "processor-commit-1s": (["--commit-interval=1"], {}),
+    "processor-warning": (["--log-level=WARNING"], {}),
+    "reader-fetch-wait-500": ([], {"fetch.wait.max.ms": 500}),
+}
 
 
 class ClosingTracker:
-    """Which reading made each (sensor, window) closable, and when it was produced."""
+    """Which message made each (sensor, window) closable: its event time, and when it
+    reached the broker (None for a watermark)."""
 
     def __init__(self, window_ms: int, grace_ms: int) -> None:
         self.window_ms = window_ms
         self.grace_ms = grace_ms
         self.open: dict[str, set[int]] = defaultdict(set)
         self.closable_at: dict[WindowId, int] = {}
+        self.arrived_at: dict[WindowId, float | None] = {}
 
-    def on_reading(self, sensor: str, ts_ms: int) -> None:
+    def on_reading(self, sensor: str, ts_ms: int, arrived_ms: float | None = None) -> None:
         windows = self.open[sensor]
         for start in [s for s in windows if s + self.window_ms <= ts_ms - self.grace_ms]:
             windows.discard(start)
             self.closable_at[(sensor, start)] = ts_ms
+            self.arrived_at[(sensor, start)] = arrived_ms
         start = ts_ms - ts_ms % self.window_ms
         if start + self.window_ms > ts_ms - self.grace_ms:  # not late
             windows.add(start)
@@ -68,108 +99,99 @@ def percentile(sorted_values: list[float], fraction: float) -> float:
     return sorted_values[rank - 1]
 
 
-def summarize(latencies_ms: list[float]) -> dict[str, Any]:
+def summarize(latencies_ms: list[float], fractions: tuple[float, ...]) -> dict[str, float]:
     values = sorted(latencies_ms)
-    if not values:
-        return {"windows": 0}
-    return {
-        "windows": len(values),
-        "p50_ms": round(percentile(values, 0.50), 1),
-        "p95_ms": round(percentile(values, 0.95), 1),
-        "p99_ms": round(percentile(values, 0.99), 1),
-        "max_ms": round(values[-1], 1),
-    }
+    figures = {f"p{round(f * 100)}_ms": round(percentile(values, f), 1) for f in fractions}
+    return {**figures, "max_ms": round(values[-1], 1)}
 
 
-def start_script(script: str, flags: list[str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            [sys.executable, str(REPO / script), *flags], stdout=out, stderr=subprocess.STDOUT
-        )
+def event_ms(ts: str) -> int:
+    return (datetime.fromisoformat(ts) - EPOCH) // timedelta(milliseconds=1)
 
 
-def wait_for_text(log: Path, text: str, process: subprocess.Popen[bytes], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while text not in log.read_text(errors="replace"):
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"{log.name}: no {text!r}:\n{log.read_text(errors='replace')}")
-        time.sleep(0.1)
-
-
-def measure(opts: argparse.Namespace, address: str, work: Path) -> dict[str, Any]:
-    raw, agg = unique_name("latency-raw"), unique_name("latency-agg")
-    create_topic(address, raw, opts.partitions)
-    create_topic(address, agg, opts.partitions)
-    common = [
-        f"--broker-address={address}",
-        f"--raw-topic={raw}",
-        f"--partitions={opts.partitions}",
-    ]
-    processor_log = work / "processor.log"
-    processor = start_script(
+def measure(opts: argparse.Namespace, address: str, work: Path, config: str) -> dict[str, Any]:
+    flags, reader_config = CONFIGS[config]
+    raw, agg, group = unique_name("latency-raw"), unique_name("latency-agg"), unique_name(config)
+    create_topics(address, opts.partitions, raw, agg, **{"message.timestamp.type": "LogAppendTime"})
+    tracker = ClosingTracker(opts.window_seconds * 1000, opts.grace_seconds * 1000)
+    received: dict[WindowId, tuple[float, float]] = {}  # when read, when on the broker
+    stamps = "reader"
+    consumer = reader(address, [raw, agg], **reader_config)
+    processor = Child(
         "sensor_stream_processor.py",
         [
-            *common,
-            f"--agg-topic={agg}",
-            f"--consumer-group={unique_name('latency')}",
-            f"--state-dir={work / 'state'}",
+            *consumer_flags(address, raw, agg, group, work / group),
             f"--window-seconds={opts.window_seconds}",
             f"--grace-seconds={opts.grace_seconds}",
+            *flags,
         ],
-        processor_log,
+        work / f"{group}.log",
     )
-    tracker = ClosingTracker(opts.window_seconds * 1000, opts.grace_seconds * 1000)
-    received: dict[WindowId, float] = {}
-    reader = plain_consumer(address, **{"fetch.wait.max.ms": 10})
+    producer = None
     try:
-        wait_for_text(processor_log, "The application started", processor, timeout=60)
-        assign_from_start(reader, raw)
-        aggregates = plain_consumer(address, **{"fetch.wait.max.ms": 10})
-        assign_from_start(aggregates, agg)
-        count = round(opts.rate * opts.duration)
+        admin = AdminClient({"bootstrap.servers": address})
+        wait_until(lambda: group_is_stable(admin, group), "processor group", 120, [processor])
         started_ms = time.time() * 1000
-        producer = start_script(
-            "sensor_stream_producer.py",
-            [*common, f"--count={count}", f"--sensors={opts.sensors}", f"--rate={opts.rate:g}"],
-            work / "producer.log",
-        )
-        deadline: float | None = None
-        while deadline is None or time.monotonic() < deadline:
-            for msg in aggregates.consume(1000, 0.005):
-                if msg.error() is None:
-                    window = json.loads(msg.value())
-                    received[(msg.key().decode(), window["start"])] = time.time() * 1000
-            for msg in reader.consume(1000, 0.005):
-                if msg.error() is None and msg.key() is not None:
-                    tracker.on_reading(msg.key().decode(), msg.timestamp()[1])
-            if deadline is None and producer.poll() is not None:
-                deadline = time.monotonic() + opts.drain_seconds
-            if deadline is not None and tracker.closable_at.keys() <= received.keys():
-                break
-        aggregates.close()
+        producer_flags = [f"--broker-address={address}", f"--raw-topic={raw}", "--quiet"]
+        producer_flags += [f"--count={round(opts.rate * opts.duration)}", f"--rate={opts.rate:g}"]
+        producer_flags.append(f"--sensors={opts.sensors}")
+        producer = Child("sensor_stream_producer.py", producer_flags, work / f"{raw}.log")
+        finish_by = time.monotonic() + opts.duration + 120
+        while time.monotonic() < finish_by:
+            processor.check()
+            if producer.process.poll() is not None:
+                if producer.process.returncode:
+                    producer.check()
+                if tracker.closable_at.keys() <= received.keys():
+                    break
+                finish_by = min(finish_by, time.monotonic() + opts.drain_seconds)
+            for msg in records(consumer.consume(1000, 0.005)):
+                now = time.time() * 1000
+                kind, stamp = msg.timestamp()
+                if kind == TIMESTAMP_LOG_APPEND_TIME:
+                    stamps = "log-append-time"
+                else:
+                    stamp = now
+                value = orjson.loads(msg.value())
+                key = msg.key().decode()
+                if msg.topic() == agg:
+                    received[(key, value["start"])] = (now, stamp)
+                else:
+                    arrived = None if value.get("watermark") else stamp
+                    tracker.on_reading(key, event_ms(value["ts"]), arrived)
     finally:
-        reader.close()
-        processor.terminate()
-        processor.wait(30)
-    missing = tracker.closable_at.keys() - received.keys()
-    # Windows closable during the warm-up are not timed: the processor may still
-    # be joining its consumer group then.
-    measured_from = started_ms + opts.warmup_seconds * 1000
-    latencies = [
-        received[w] - at
+        for child in (processor, producer):
+            if child is not None:
+                child.stop()
+        consumer.close()
+    timed = [
+        (at, tracker.arrived_at[w], *received[w])
         for w, at in tracker.closable_at.items()
-        if w in received and at >= measured_from
+        if w in received
+        and tracker.arrived_at[w] is not None
+        and at >= started_ms + opts.warmup_seconds * 1000
     ]
+    if not timed:
+        raise BenchmarkError(f"{config}: no window was timed")
+    hops = {
+        "producer": [raw_at - at for at, raw_at, _, _ in timed],
+        "processor": [agg_at - raw_at for _, raw_at, _, agg_at in timed],
+        "reader": [seen - agg_at for _, _, seen, agg_at in timed],
+    }
     return {
         "name": "latency",
+        "config": config,
         "rate": opts.rate,
         "sensors": opts.sensors,
         "duration_s": opts.duration,
         "window_s": opts.window_seconds,
         "grace_s": opts.grace_seconds,
         "warmup_s": opts.warmup_seconds,
-        **summarize(latencies),
-        "missing": len(missing),
+        "windows": len(timed),
+        **summarize([seen - at for at, _, seen, _ in timed], (0.5, 0.95, 0.99)),
+        "missing": len(tracker.closable_at.keys() - received.keys()),
+        "stamps": stamps,
+        "hops": {name: summarize(values, (0.5, 0.99)) for name, values in hops.items()},
     }
 
 
@@ -193,15 +215,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=20.0,
         help="how long to wait for the last aggregates after the producer ends; default 20",
     )
+    parser.add_argument(
+        "--configs", nargs="+", choices=CONFIGS, default=["shipped"], help="default shipped"
+    )
+    parser.add_argument("--split", action="store_true", help="run every configuration")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
+    failed = False
     with broker_address() as address, tempfile.TemporaryDirectory() as work:
-        result = measure(opts, address, Path(work))
-    print(json.dumps(result), flush=True)
-    return 1 if result["missing"] or not result["windows"] else 0
+        for config in list(CONFIGS) if opts.split else opts.configs:
+            result = measure(opts, address, Path(work), config)
+            print(json.dumps(result), flush=True)
+            failed = failed or result["missing"] > 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

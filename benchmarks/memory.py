@@ -3,76 +3,38 @@
     python benchmarks/memory.py                          # 2,000,000 readings, 10,000 sensors
     python benchmarks/memory.py --readings 20000 --sensors 200 --interval 0.5
 
-Produces the deterministic workload of bench_common (one reading per sensor
-per second of event time, so every sensor's windows close as the stream goes
-on), then runs sensor_stream_processor.py on it as a user would and samples
-its resident set size from /proc every --interval seconds, next to how many
-aggregates have reached the sink topic. Prints one JSON line per sample and a
-summary: RSS when the first windows close, at half of the aggregates, and at
-the end. Exits non-zero if the processor stops before every window closes.
+Produces the harness's workload (one reading per sensor per second of event
+time, so every sensor's windows close as the stream goes on), then runs
+sensor_stream_processor.py on it as a user would (its default INFO log level)
+and samples its resident set size (VmRSS) every --interval seconds, next to how
+many aggregates have reached the sink topic. Prints one JSON line per sample
+and a summary: RSS when the first windows close, at half of the aggregates, at
+the end, and the peak (VmHWM). Exits non-zero if the processor stops first.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from bench_common import (
-    REPO,
+from harness import (
+    Child,
     Workload,
-    assign_from_start,
     broker_address,
-    create_topic,
+    consumer_flags,
+    create_topics,
     expected_closed_windows,
-    plain_consumer,
     produce_workload,
+    reader,
+    records,
     unique_name,
+    wait_until,
 )
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    raise RuntimeError(f"no VmRSS for process {pid}")
-
-
-def sample_rss(
-    process: subprocess.Popen[bytes], reader: Any, expected: int, opts: argparse.Namespace
-) -> list[dict[str, Any]]:
-    samples: list[dict[str, Any]] = []
-    aggregates = 0
-    started = time.monotonic()
-    next_sample = started
-    while aggregates < expected:
-        if process.poll() is not None:
-            raise SystemExit(f"the processor exited ({process.returncode}) at {aggregates}")
-        if time.monotonic() - started > opts.timeout:
-            raise SystemExit(f"{aggregates} of {expected} aggregates after {opts.timeout}s")
-        aggregates += sum(1 for m in reader.consume(10_000, 0.1) if m.error() is None)
-        if time.monotonic() >= next_sample:
-            sample = {
-                "t_s": round(time.monotonic() - started, 1),
-                "aggregates": aggregates,
-                "rss_mib": rss_mib(process.pid),
-            }
-            samples.append(sample)
-            print(json.dumps(sample), flush=True)
-            next_sample += opts.interval
-    samples.append(
-        {
-            "t_s": round(time.monotonic() - started, 1),
-            "aggregates": aggregates,
-            "rss_mib": rss_mib(process.pid),
-        }
-    )
-    return samples
 
 
 def summarize(samples: list[dict[str, Any]], expected: int) -> dict[str, Any]:
@@ -89,35 +51,40 @@ def summarize(samples: list[dict[str, Any]], expected: int) -> dict[str, Any]:
 
 def run(opts: argparse.Namespace, address: str, work: Path) -> dict[str, Any]:
     workload = Workload(readings=opts.readings, sensors=opts.sensors)
-    raw, agg = unique_name("memory-raw"), unique_name("memory-agg")
+    raw, agg, group = unique_name("memory-raw"), unique_name("memory-agg"), unique_name("memory")
     produced = time.monotonic()
     produce_workload(address, raw, opts.partitions, workload)
     produce_s = round(time.monotonic() - produced, 1)
-    create_topic(address, agg, opts.partitions)
+    create_topics(address, opts.partitions, agg)
     expected = expected_closed_windows(workload)
-    reader = plain_consumer(address)
-    assign_from_start(reader, agg)
-    with (work / "processor.log").open("wb") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                str(REPO / "sensor_stream_processor.py"),
-                f"--broker-address={address}",
-                f"--raw-topic={raw}",
-                f"--agg-topic={agg}",
-                f"--partitions={opts.partitions}",
-                f"--consumer-group={unique_name('memory')}",
-                f"--state-dir={work / 'state'}",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    tail = reader(address, [agg])
+    flags = consumer_flags(address, raw, agg, group, work / "state")
+    processor = Child("sensor_stream_processor.py", flags, work / "processor.log")
+    started = next_sample = time.monotonic()
+    samples: list[dict[str, Any]] = []
+    aggregates = 0
+
+    def sample() -> None:
+        rss = processor.memory_mib("VmRSS")
+        at = round(time.monotonic() - started, 1)
+        samples.append({"t_s": at, "aggregates": aggregates, "rss_mib": rss})
+        print(json.dumps(samples[-1]), flush=True)
+
+    def all_out() -> bool:
+        nonlocal aggregates, next_sample
+        aggregates += len(records(tail.consume(10_000, 0.1)))
+        if time.monotonic() >= next_sample:
+            sample()
+            next_sample += opts.interval
+        return aggregates >= expected
+
     try:
-        samples = sample_rss(process, reader, expected, opts)
+        wait_until(all_out, f"{expected} aggregates", opts.timeout, [processor], 0)
+        sample()
+        peak = processor.memory_mib()
     finally:
-        process.terminate()
-        process.wait(30)
-        reader.close()
+        processor.stop()
+        tail.close()
     return {
         "name": "memory",
         "readings": workload.total,
@@ -126,21 +93,18 @@ def run(opts: argparse.Namespace, address: str, work: Path) -> dict[str, Any]:
         "produce_s": produce_s,
         "process_s": samples[-1]["t_s"],
         **summarize(samples, expected),
+        "peak_rss_mib": peak,
     }
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--readings", type=int, default=2_000_000, help="default 2000000")
     parser.add_argument("--sensors", type=int, default=10_000, help="default 10000")
     parser.add_argument("--partitions", type=int, default=2, help="default 2")
     parser.add_argument("--interval", type=float, default=5.0, help="seconds between samples")
     parser.add_argument("--timeout", type=float, default=900.0, help="give up after; default 900")
-    return parser.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> int:
-    opts = parse_args(argv)
+    opts = parser.parse_args(argv)
     with broker_address() as address, tempfile.TemporaryDirectory() as work:
         summary = run(opts, address, Path(work))
     print(json.dumps(summary), flush=True)

@@ -1,28 +1,28 @@
-"""Side-by-side throughput: plain consumer, our processor, the tutorial baseline, producer.
+"""Throughput side by side: plain consumer, processor (1..N processes), baseline, producer.
 
     python benchmarks/throughput.py                      # 300k readings, 1k sensors, 2 partitions
     python benchmarks/throughput.py --readings 5000      # a quick check
 
-Uses BROKER_ADDRESS if set, else starts the embedded broker. Produces the
-workload once to a fresh topic, then measures on that same data, one after
-another, each in its own process (so peak RSS is per measurement):
+Uses BROKER_ADDRESS if set, else starts a broker (BENCH_BROKER=embedded|kafka).
+Produces the workload once to a fresh topic, then runs each consumer on that
+same data, one after another, as a process started with its flags:
 
-  limit      a plain confluent-kafka consumer that json.loads every message
-  processor  sensor_stream_processor's own parse_args/make_application/build_pipeline
-  baseline   benchmarks/baseline_processor.py, the fixed tutorial-style reference
-  quix-floor a Quix Streams app that only deserializes (no window, no output):
-             the framework's own per-message cost, for context
-  producer   sensor_stream_producer.py's max-rate mode (--rate 0), in-process
+  limit         reference_consumers.py limit: confluent-kafka + json.loads per message
+  baseline      baseline_processor.py, the fixed tutorial-style reference
+  processor     sensor_stream_processor.py --log-level=WARNING (see --processor-log-level)
+  processor-xN  N processors in one consumer group, each with its own --state-dir
+  quix-floor    reference_consumers.py quix-floor: Quix Streams with no window, for context
+  producer      sensor_stream_producer.py --rate 0, and paced at 1,000/s and 10,000/s
 
-Consumers are timed from the first message consumed to the last message (limit)
-or the last aggregate produced (processors). Prints one JSON line per
-measurement, then a summary line with processor/limit and processor/baseline.
+The harness times each consumer from its consumer group's join to the last
+output read from its sink (start-up is `startup_s`; see harness.py). Prints one
+JSON line per measurement, then a summary with processor/limit,
+processor/baseline and scaling/N (best of --repeat rounds, and per round).
 
-It then reads both processors' sink topics and exits non-zero, printing the
-differences, unless they hold the same windows: same keys and window bounds,
-equal count/min/max, and means equal within 1e-9 relative (the processor's mean
-comes from a compensated sum, the baseline's from a plain one; with these
-readings they differ, if at all, in the last bits).
+It then reads the sinks back and exits 1, printing the differences, unless the
+baseline and every processor-xN hold the processor's windows: same keys and
+bounds, equal count/min/max, means equal within 1e-9 relative (the processor's
+mean comes from a compensated sum, the baseline's from a plain one).
 """
 
 from __future__ import annotations
@@ -30,294 +30,39 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench_common import (
+from harness import (
+    BenchmarkError,
+    Child,
+    Run,
     Workload,
-    assign_from_start,
     broker_address,
-    create_topic,
+    create_topics,
     expected_closed_windows,
-    peak_rss_mib,
-    plain_consumer,
+    measurement,
     produce_workload,
-    read_all,
+    read_to_end,
+    time_consumers,
     unique_name,
 )
 
 MEAN_RELATIVE_TOLERANCE = 1e-9
-CONSUMERS = ("limit", "processor", "baseline", "quix-floor")
+REFERENCES = "benchmarks/reference_consumers.py"
+PROCESSOR = "sensor_stream_processor.py"
 
 
-@dataclass(frozen=True)
-class Measurement:
-    name: str
-    readings: int
-    seconds: float
-    readings_per_s: float
-    peak_rss_mib: float
-
-    @classmethod
-    def of(cls, name: str, readings: int, seconds: float) -> Measurement:
-        return cls(name, readings, round(seconds, 4), round(readings / seconds), peak_rss_mib())
-
-
-# --- The measurements, each run in a child process ------------------------------
-
-
-def measure_limit(address: str, topic: str, readings: int) -> Measurement:
-    consumer = plain_consumer(address)
-    try:
-        assign_from_start(consumer, topic)
-        seen = 0
-        first = 0.0
-        while seen < readings:
-            msg = consumer.poll(1.0)
-            if msg is None or msg.error() is not None:
-                continue
-            if seen == 0:
-                first = time.perf_counter()
-            json.loads(msg.value())
-            seen += 1
-        return Measurement.of("limit", readings, time.perf_counter() - first)
-    finally:
-        consumer.close()
-
-
-class RunClock:
-    """Times an Application from its first processed message to the Nth aggregate."""
-
-    def __init__(self, app: Any, expected: int) -> None:
-        self.app = app
-        self.expected = expected
-        self.aggregates = 0
-        self.first = 0.0
-        self.last = 0.0
-
-    def on_message_processed(self, topic: str, partition: int, offset: int) -> None:
-        self.first = time.perf_counter()
-        # Private, but the only per-message hook after construction; unset it so
-        # the clock costs nothing after the first message.
-        self.app._on_message_processed = None
-
-    def on_aggregate(self, value: Any) -> None:
-        self.aggregates += 1
-        if self.aggregates == self.expected:
-            self.last = time.perf_counter()
-            self.app.stop()
-
-    def run(self, name: str, readings: int, profile: Path | None) -> Measurement:
-        if not hasattr(self.app, "_on_message_processed"):
-            raise RuntimeError("quixstreams changed: Application._on_message_processed is gone")
-        self.app._on_message_processed = self.on_message_processed
-        if profile is None:
-            self.app.run()
-        else:
-            from pyinstrument import Profiler
-
-            with Profiler(interval=0.0005) as profiler:
-                self.app.run()
-            profile.write_text(profiler.output_text(unicode=True, show_all=False))
-        if self.aggregates != self.expected:
-            raise RuntimeError(f"{name} stopped after {self.aggregates} of {self.expected}")
-        return Measurement.of(name, readings, self.last - self.first)
-
-
-def measure_processor(
-    address: str,
-    topic: str,
-    sink: str,
-    readings: int,
-    expected: int,
-    partitions: int,
-    profile: Path | None,
-    log_level: str = "WARNING",
-) -> Measurement:
-    import sensor_stream_processor as processor
-    from sensor_settings import configure_logging
-
-    with tempfile.TemporaryDirectory() as state_dir:
-        args = processor.parse_args(
-            [
-                f"--broker-address={address}",
-                f"--raw-topic={topic}",
-                f"--agg-topic={sink}",
-                f"--consumer-group={unique_name('processor')}",
-                f"--state-dir={state_dir}",
-                f"--partitions={partitions}",
-                "--auto-offset-reset=earliest",
-                # At tens of thousands of readings a second, run as you would in
-                # production: the default INFO logs one line per window, which
-                # costs several per cent of the rate (--processor-log-level=INFO).
-                f"--log-level={log_level}",
-            ]
-        )
-        configure_logging(args.log_level)  # as processor.main() does
-        dead_letters = processor.make_dead_letters(args)
-        app = processor.make_application(args, dead_letters)
-        sdf = processor.build_pipeline(app, args, dead_letters)
-        clock = RunClock(app, expected)
-        sdf.update(clock.on_aggregate)
-        return clock.run("processor", readings, profile)
-
-
-def measure_baseline(
-    address: str,
-    topic: str,
-    sink: str,
-    readings: int,
-    expected: int,
-    partitions: int,
-    profile: Path | None,
-) -> Measurement:
-    from baseline_processor import make_baseline
-
-    with tempfile.TemporaryDirectory() as state_dir:
-        app, sdf = make_baseline(
-            address,
-            topic,
-            sink,
-            unique_name("baseline"),
-            state_dir,
-            partitions,
-        )
-        clock = RunClock(app, expected)
-        sdf.update(clock.on_aggregate)
-        return clock.run("baseline", readings, profile)
-
-
-def measure_floor(address: str, topic: str, readings: int, partitions: int) -> Measurement:
-    """Quix Streams' own per-message floor: json deserializer, one no-op step, no state."""
-    from quixstreams import Application
-
-    with tempfile.TemporaryDirectory() as state_dir:
-        app = Application(
-            broker_address=address,
-            consumer_group=unique_name("floor"),
-            auto_offset_reset="earliest",
-            state_dir=state_dir,
-            consumer_extra_config={"session.timeout.ms": 6000, "heartbeat.interval.ms": 1500},
-        )
-        sdf = app.dataframe(app.topic(topic, value_deserializer="json"))
-        clock = RunClock(app, readings)
-        sdf.update(clock.on_aggregate)
-        return clock.run("quix-floor", readings, None)
-
-
-def measure_producer(
-    address: str, readings: int, sensors: int, partitions: int, rate: float
-) -> Measurement:
-    """sensor_stream_producer.main() itself, timed from call to return (flush included)."""
-    import sensor_stream_producer as producer
-
-    topic = unique_name("producer")
-    create_topic(address, topic, partitions)
-    started = time.perf_counter()
-    status = producer.main(
-        [
-            f"--broker-address={address}",
-            f"--raw-topic={topic}",
-            f"--partitions={partitions}",
-            f"--count={readings}",
-            f"--sensors={sensors}",
-            f"--rate={rate:g}",
-        ]
-    )
-    seconds = time.perf_counter() - started
-    if status != 0:
-        raise RuntimeError(f"the producer exited with {status}")
-    if rate == 0:
-        return Measurement.of("producer", readings, seconds)
-    # Paced: the rate the broker saw, from the readings' own timestamps.
-    # On its clean stop the producer adds one watermark per sensor: leave them out.
-    records = read_all(address, topic, readings + sensors)
-    stamps = sorted(ts for _, value, ts in records if "watermark" not in value)
-    if len(stamps) != readings:
-        raise RuntimeError(f"{topic} holds {len(stamps)} readings, expected {readings}")
-    span = (stamps[-1] - stamps[0]) / 1000
-    return Measurement.of(f"producer-rate-{rate:g}", readings - 1, span)
-
-
-def run_child(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("name")
-    parser.add_argument("--address", required=True)
-    parser.add_argument("--topic", default="")
-    parser.add_argument("--sink", default="")
-    parser.add_argument("--readings", type=int, required=True)
-    parser.add_argument("--expected", type=int, default=0)
-    parser.add_argument("--sensors", type=int, default=0)
-    parser.add_argument("--partitions", type=int, required=True)
-    parser.add_argument("--rate", type=float, default=0.0)
-    parser.add_argument("--profile", type=Path)
-    parser.add_argument("--log-level", default="WARNING")
-    opts = parser.parse_args(argv)
-    if opts.name == "limit":
-        result = measure_limit(opts.address, opts.topic, opts.readings)
-    elif opts.name == "processor":
-        result = measure_processor(
-            opts.address,
-            opts.topic,
-            opts.sink,
-            opts.readings,
-            opts.expected,
-            opts.partitions,
-            opts.profile,
-            opts.log_level,
-        )
-    elif opts.name == "baseline":
-        result = measure_baseline(
-            opts.address,
-            opts.topic,
-            opts.sink,
-            opts.readings,
-            opts.expected,
-            opts.partitions,
-            opts.profile,
-        )
-    elif opts.name == "quix-floor":
-        result = measure_floor(opts.address, opts.topic, opts.readings, opts.partitions)
-    elif opts.name == "producer":
-        result = measure_producer(
-            opts.address, opts.readings, opts.sensors, opts.partitions, opts.rate
-        )
-    else:
-        raise SystemExit(f"unknown measurement {opts.name}")
-    print("RESULT " + json.dumps(asdict(result)), flush=True)
-
-
-# --- The parent: produce once, run each measurement, compare --------------------
-
-
-def spawn(name: str, log: Path, *flags: str, script: str = __file__) -> dict[str, Any]:
-    """Run one measurement in a fresh process of `script`; return its RESULT line."""
-    with log.open("w") as stderr:
-        done = subprocess.run(
-            [sys.executable, script, "--child", name, *flags],
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            text=True,
-            check=False,
-        )
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    if done.returncode != 0 or not lines:
-        tail = log.read_text(errors="replace")[-4000:]
-        raise SystemExit(f"measurement {name} failed ({done.returncode}):\n{tail}")
-    return json.loads(lines[-1].removeprefix("RESULT "))
-
-
-def window_table(records: list[tuple[str, Any, int]]) -> dict[tuple[str, int, int], Any]:
+def window_table(messages: list[Any]) -> dict[tuple[str, int, int], Any]:
     table: dict[tuple[str, int, int], Any] = {}
-    for key, value, _ in records:
-        window = (key, value["start"], value["end"])
+    for msg in messages:
+        value = json.loads(msg.value())
+        window = (msg.key().decode(), value["start"], value["end"])
         if window in table:
-            raise SystemExit(f"window {window} emitted twice")
+            raise BenchmarkError(f"window {window} emitted twice")
         table[window] = value["temperature"]
     return table
 
@@ -331,17 +76,50 @@ def same_stats(left: dict[str, Any], right: dict[str, Any]) -> bool:
     )
 
 
-def window_differences(processor: dict[Any, Any], baseline: dict[Any, Any]) -> list[str]:
-    problems = [f"only in processor: {w}" for w in sorted(processor.keys() - baseline.keys())]
-    problems += [f"only in baseline: {w}" for w in sorted(baseline.keys() - processor.keys())]
-    for window in sorted(processor.keys() & baseline.keys()):
-        if not same_stats(processor[window], baseline[window]):
-            problems.append(f"{window}: processor {processor[window]} != {baseline[window]}")
+def window_differences(
+    processor: dict[Any, Any], other: dict[Any, Any], other_name: str = "baseline"
+) -> list[str]:
+    problems = [f"only in processor: {w}" for w in sorted(processor.keys() - other.keys())]
+    problems += [f"only in {other_name}: {w}" for w in sorted(other.keys() - processor.keys())]
+    for window in sorted(processor.keys() & other.keys()):
+        if not same_stats(processor[window], other[window]):
+            problems.append(f"{window}: processor {processor[window]} != {other[window]}")
     return problems
 
 
-def ratio(numerator: dict[str, Any], denominator: dict[str, Any]) -> float:
-    return round(numerator["readings_per_s"] / denominator["readings_per_s"], 3)
+def ratio(numerator: dict[str, Any], denominator: dict[str, Any], key: str) -> float:
+    """How many times faster: by readings_per_s, or by wall_s (start to last window)."""
+    if key == "wall_s":
+        return round(denominator[key] / numerator[key], 3)
+    return round(numerator[key] / denominator[key], 3)
+
+
+def measure_producer(run: Run, sensors: int, count: int, rate: float) -> dict[str, Any]:
+    """The producer script against a new topic, timed by the readings' own timestamps
+    (it stamps each with the moment it produced it): at --rate 0, from the first
+    reading to the process's exit, final flush included; paced, first to last."""
+    topic = unique_name("producer")
+    create_topics(run.address, run.partitions, topic)
+    started = time.time()
+    flags = [f"--broker-address={run.address}", f"--raw-topic={topic}", f"--count={count}"]
+    flags += [f"--sensors={sensors}", f"--rate={rate:g}", "--quiet"]
+    child = Child("sensor_stream_producer.py", flags, run.work / f"{topic}.log")
+    try:
+        peak = child.wait(run.timeout)
+    finally:
+        child.stop()
+    ended = time.time()
+    readings = [m for m in read_to_end(run.address, topic) if b'"watermark"' not in m.value()]
+    stamps = sorted(m.timestamp()[1] / 1000 for m in readings)
+    if len(stamps) != count:
+        raise BenchmarkError(f"{topic} holds {len(stamps)} readings, expected {count}")
+    if rate == 0:
+        result = measurement("producer", count, ended - stamps[0], peak_rss_mib=peak)
+        result["startup_s"] = round(stamps[0] - started, 3)
+        return result
+    result = measurement(f"producer-rate-{rate:g}", count - 1, stamps[-1] - stamps[0])
+    within = abs(result["readings_per_s"] / rate - 1) <= 0.02
+    return {**result, "peak_rss_mib": peak, "target_per_s": rate, "within_2_percent": within}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -349,7 +127,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--readings", type=int, default=300_000, help="default 300000")
     parser.add_argument("--sensors", type=int, default=1000, help="default 1000")
     parser.add_argument("--partitions", type=int, default=2, help="default 2")
-    parser.add_argument("--repeat", type=int, default=1, help="rounds of (a)-(c); default 1")
+    parser.add_argument("--repeat", type=int, default=1, help="rounds of the consumers; default 1")
+    parser.add_argument(
+        "--instances",
+        type=int,
+        nargs="+",
+        default=[1, 2],
+        help="processor processes in one group to compare; default 1 2",
+    )
     parser.add_argument(
         "--rate-seconds",
         type=float,
@@ -363,100 +148,95 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
         help="the processor's --log-level; default WARNING (at INFO it logs every window)",
     )
-    parser.add_argument("--profile-dir", type=Path, help="write pyinstrument profiles here")
-    parser.add_argument("--log-dir", type=Path, help="keep each measurement's log here")
+    parser.add_argument("--timeout", type=float, default=600.0, help="per measurement; 600 s")
+    parser.add_argument("--log-dir", type=Path, help="keep every process's log here")
     return parser.parse_args(argv)
 
 
-def run(opts: argparse.Namespace, address: str, log_dir: Path) -> int:
-    workload = Workload(readings=opts.readings, sensors=opts.sensors)
-    topic = unique_name("raw")
-    produce_workload(address, topic, opts.partitions, workload)
-    expected = expected_closed_windows(workload)
-    common = [
-        f"--address={address}",
-        f"--topic={topic}",
-        f"--readings={workload.total}",
-        f"--expected={expected}",
-        f"--partitions={opts.partitions}",
+def run_consumers(opts: argparse.Namespace, run: Run, expected: int) -> dict[str, Any]:
+    """Every round of the consumers; returns the summary's figures and the problems found."""
+    count = f"--count={run.readings}"
+    processor = (PROCESSOR, [f"--log-level={opts.processor_log_level}"], expected)
+    plan: list[tuple[str, tuple[str, list[str], int], int]] = [
+        ("limit", (REFERENCES, ["limit", count], 1), 1),
+        ("baseline", ("benchmarks/baseline_processor.py", [], expected), 1),
+        ("processor", processor, 1),
+        *[(f"processor-x{n}", processor, n) for n in opts.instances if n > 1],
+        ("quix-floor", (REFERENCES, ["quix-floor", count], 1), 1),
     ]
-    results: dict[str, list[dict[str, Any]]] = {name: [] for name in CONSUMERS}
-    for round_ in range(opts.repeat):
-        for name in CONSUMERS:
-            flags = [*common, f"--sink={topic}-agg-{name}-{round_}"]
-            if opts.profile_dir and name in ("processor", "baseline"):
-                opts.profile_dir.mkdir(parents=True, exist_ok=True)
-                flags.append(f"--profile={opts.profile_dir / f'{name}-{round_}.txt'}")
-            if name == "processor":
-                flags.append(f"--log-level={opts.processor_log_level}")
-            result = spawn(name, log_dir / f"{name}-{round_}.log", *flags)
-            results[name].append(result)
-            print(json.dumps(result), flush=True)
-    producer_flags = [
-        f"--address={address}",
-        f"--readings={workload.total}",
-        f"--sensors={opts.sensors}",
-        f"--partitions={opts.partitions}",
-    ]
-    print(json.dumps(spawn("producer", log_dir / "producer.log", *producer_flags)), flush=True)
-    if opts.rate_seconds > 0:
-        for rate in (1000, 10_000):
-            flags = [*producer_flags[:1], f"--readings={round(rate * opts.rate_seconds)}"]
-            flags += [*producer_flags[2:], f"--rate={rate}"]
-            paced = spawn("producer", log_dir / f"producer-rate-{rate}.log", *flags)
-            paced["target_per_s"] = rate
-            paced["within_2_percent"] = abs(paced["readings_per_s"] / rate - 1) <= 0.02
-            print(json.dumps(paced), flush=True)
-
-    best = {name: max(runs, key=lambda r: r["readings_per_s"]) for name, runs in results.items()}
-    per_round = [
-        {
-            "processor/limit": ratio(results["processor"][i], results["limit"][i]),
-            "processor/baseline": ratio(results["processor"][i], results["baseline"][i]),
-        }
-        for i in range(opts.repeat)
-    ]
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in plan}
     problems: list[str] = []
     windows = 0
     for round_ in range(opts.repeat):
-        tables = {
-            name: window_table(read_all(address, f"{topic}-agg-{name}-{round_}", expected))
-            for name in ("processor", "baseline")
-        }
+        tables = {}
+        for name, (script, flags, outputs), instances in plan:
+            result, sink = time_consumers(run, name, script, flags, outputs, instances)
+            if instances > 1:
+                result["instances"] = instances
+            print(json.dumps(result), flush=True)
+            results[name].append(result)
+            if outputs == expected:
+                tables[name] = window_table(read_to_end(run.address, sink))
         windows = len(tables["processor"])
         if windows != expected:
             problems.append(f"round {round_}: {windows} windows, expected {expected}")
-        problems += window_differences(tables["processor"], tables["baseline"])
+        for name, table in tables.items():
+            if name != "processor":
+                problems += window_differences(tables["processor"], table, name)
+    scaled = [name for name, _, n in plan if n > 1]
+
+    def ratios(of: dict[str, dict[str, Any]]) -> dict[str, float]:
+        figures = {
+            "processor/limit": ratio(of["processor"], of["limit"], "readings_per_s"),
+            "processor/baseline": ratio(of["processor"], of["baseline"], "readings_per_s"),
+        }
+        for name in scaled:
+            n = name.removeprefix("processor-x")
+            figures[f"scaling/{n}"] = ratio(of[name], of["processor"], "readings_per_s")
+            figures[f"wall_scaling/{n}"] = ratio(of[name], of["processor"], "wall_s")
+        return figures
+
+    best = {name: max(runs, key=lambda r: r["readings_per_s"]) for name, runs in results.items()}
+    per_round = [ratios({n: r[i] for n, r in results.items()}) for i in range(opts.repeat)]
+    return {"windows": windows, "problems": problems, **ratios(best), "per_round": per_round}
+
+
+def run_producers(opts: argparse.Namespace, run: Run) -> None:
+    print(json.dumps(measure_producer(run, opts.sensors, run.readings, 0)), flush=True)
+    if opts.rate_seconds > 0:
+        for rate in (1000, 10_000):
+            paced = measure_producer(run, opts.sensors, round(rate * opts.rate_seconds), rate)
+            print(json.dumps(paced), flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    opts = parse_args(argv)
+    workload = Workload(readings=opts.readings, sensors=opts.sensors)
+    expected = expected_closed_windows(workload)
+    with broker_address() as address, tempfile.TemporaryDirectory() as scratch:
+        work = opts.log_dir or Path(scratch)
+        work.mkdir(parents=True, exist_ok=True)
+        raw = unique_name("raw")
+        produce_workload(address, raw, opts.partitions, workload)
+        run = Run(address, raw, opts.partitions, workload.total, work, opts.timeout)
+        figures = run_consumers(opts, run, expected)
+        run_producers(opts, run)
+    problems = figures.pop("problems")
     summary = {
         "name": "summary",
         "readings": workload.total,
         "sensors": opts.sensors,
         "partitions": opts.partitions,
         "processor_log_level": opts.processor_log_level,
-        "windows": windows,
         "expected_windows": expected,
         "identical_windows": not problems,
-        "processor/limit": ratio(best["processor"], best["limit"]),
-        "processor/baseline": ratio(best["processor"], best["baseline"]),
-        "per_round": per_round,
+        **figures,
     }
     print(json.dumps(summary), flush=True)
     if problems:
         print(f"FAIL: {len(problems)} window differences:", *problems[:20], sep="\n")
         return 1
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["--child"]:
-        run_child(argv[1:])
-        return 0
-    opts = parse_args(argv)
-    with broker_address() as address, tempfile.TemporaryDirectory() as scratch:
-        log_dir = opts.log_dir or Path(scratch)
-        log_dir.mkdir(parents=True, exist_ok=True)
-        return run(opts, address, log_dir)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from hypothesis import strategies as st
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from bench_common import Workload, expected_closed_windows  # noqa: E402
+from harness import Workload, expected_closed_windows  # noqa: E402
 from latency import ClosingTracker, percentile  # noqa: E402
 from throughput import window_differences  # noqa: E402
 
@@ -36,7 +37,7 @@ def run_benchmark(script: str, broker_address: str, *flags: str) -> list[dict[st
         env={**os.environ, "BROKER_ADDRESS": broker_address},
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=150,
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
@@ -44,35 +45,34 @@ def run_benchmark(script: str, broker_address: str, *flags: str) -> list[dict[st
 
 
 @pytest.mark.integration
-def test_throughput_runs_and_the_processor_matches_the_baseline(broker_address: str) -> None:
+def test_throughput_runs_and_every_processor_matches_the_baseline(broker_address: str) -> None:
     lines = run_benchmark(
         "throughput.py", broker_address, "--readings=3000", "--sensors=100", "--rate-seconds=0.5"
     )
     by_name = {line["name"]: line for line in lines}
-    assert set(by_name) == {
-        "limit",
-        "processor",
-        "baseline",
-        "quix-floor",
-        "producer",
-        "producer-rate-1000",
-        "producer-rate-10000",
-        "summary",
-    }
-    for name in ("limit", "processor", "baseline", "quix-floor", "producer"):
+    consumers = {"limit", "processor", "processor-x2", "baseline", "quix-floor"}
+    producers = {"producer", "producer-rate-1000", "producer-rate-10000"}
+    assert set(by_name) == consumers | producers | {"summary"}
+    for name in consumers | {"producer"}:
         assert by_name[name]["readings"] == 3000
         assert by_name[name]["peak_rss_mib"] > 0
+        assert by_name[name]["readings_per_s"] > 0
+    for name in consumers:
+        assert 0 < by_name[name]["startup_s"] < by_name[name]["wall_s"]
+    assert by_name["processor-x2"]["instances"] == 2
     summary = by_name["summary"]
     # 30 rounds of 1 s per sensor: windows closed by each sensor's last reading.
     assert summary["expected_windows"] == 100 * 3
     assert summary["windows"] == summary["expected_windows"]
     assert summary["identical_windows"] is True
-    assert {"processor/limit", "processor/baseline"} <= summary.keys()
+    ratios = {"processor/limit", "processor/baseline", "scaling/2", "wall_scaling/2"}
+    assert ratios <= summary.keys()
+    assert ratios <= summary["per_round"][0].keys()
 
 
 @pytest.mark.integration
-def test_latency_runs_and_times_every_closed_window(broker_address: str) -> None:
-    [result] = run_benchmark(
+def test_latency_runs_times_every_closed_window_and_splits_it(broker_address: str) -> None:
+    lines = run_benchmark(
         "latency.py",
         broker_address,
         "--rate=200",
@@ -81,11 +81,18 @@ def test_latency_runs_and_times_every_closed_window(broker_address: str) -> None
         "--window-seconds=1",
         "--grace-seconds=0",
         "--warmup-seconds=0",
+        "--configs",
+        "shipped",
+        "processor-linger-0",
     )
-    assert result["missing"] == 0
-    # 3 s of readings close at least the first two 1-s windows of every sensor.
-    assert result["windows"] >= 2 * 20
-    assert 0 <= result["p50_ms"] <= result["p95_ms"] <= result["p99_ms"] <= result["max_ms"]
+    assert [line["config"] for line in lines] == ["shipped", "processor-linger-0"]
+    for result in lines:
+        assert result["missing"] == 0
+        # 3 s of readings close at least the first two 1-s windows of every sensor.
+        assert result["windows"] >= 2 * 20
+        assert 0 <= result["p50_ms"] <= result["p95_ms"] <= result["p99_ms"] <= result["max_ms"]
+        assert set(result["hops"]) == {"producer", "processor", "reader"}
+        assert result["stamps"] in ("log-append-time", "reader")
 
 
 @pytest.mark.integration
@@ -97,7 +104,22 @@ def test_memory_runs_and_reports_rss(broker_address: str) -> None:
     assert summary["name"] == "memory"
     assert summary["windows"] == expected_closed_windows(Workload(4000, 100))
     assert len(lines) >= 2  # samples, then the summary
-    assert 0 < summary["rss_first_close_mib"] <= summary["rss_max_mib"]
+    assert 0 < summary["rss_first_close_mib"] <= summary["rss_max_mib"] <= summary["peak_rss_mib"]
+
+
+@pytest.mark.integration
+def test_variants_compare_settings_of_the_real_processor(broker_address: str) -> None:
+    lines = run_benchmark(
+        "variants.py",
+        broker_address,
+        "--readings=2000",
+        "--sensors=100",
+        "--rounds=1",
+        "--variants",
+        "log-info",
+    )
+    assert [line["name"] for line in lines] == ["shipped", "log-info", "summary"]
+    assert len(lines[-1]["shipped/log-info"]) == 1
 
 
 # --- The workload ---------------------------------------------------------------
@@ -137,6 +159,20 @@ def test_expected_closed_windows_matches_brute_force(readings: int, sensors: int
     assert expected_closed_windows(workload) == brute_force_closed_windows(workload)
 
 
+def test_the_workload_is_readings_in_the_raw_topic_format_at_its_event_times() -> None:
+    workload = Workload(250, 7)
+    messages = list(workload.messages())
+    assert len(messages) == workload.total == 252
+    assert messages == list(workload.messages())  # deterministic
+    for index in (0, 8, 251):
+        key, value, ts_ms = messages[index]
+        assert key == f"Sensor{index % 7 + 1}".encode()
+        reading = json.loads(value)
+        assert set(reading) == {"ts", "value"}
+        assert datetime.fromisoformat(reading["ts"]) == datetime.fromtimestamp(ts_ms / 1000, UTC)
+        assert ts_ms == workload.event_time_ms(index)
+
+
 # --- Comparing windows ----------------------------------------------------------
 
 
@@ -166,6 +202,8 @@ def test_any_other_difference_is_reported(field: str) -> None:
 def test_missing_and_extra_windows_are_reported() -> None:
     problems = window_differences({("S", 0, 10): stats()}, {("S", 10, 20): stats()})
     assert problems == ["only in processor: ('S', 0, 10)", "only in baseline: ('S', 10, 20)"]
+    problems = window_differences({}, {("S", 10, 20): stats()}, "processor-x2")
+    assert problems == ["only in processor-x2: ('S', 10, 20)"]
 
 
 # --- The latency tracker --------------------------------------------------------
@@ -180,6 +218,15 @@ def test_a_window_becomes_closable_at_the_first_reading_past_end_plus_grace() ->
     tracker.on_reading("S", 11_500)
     tracker.on_reading("T", 30_000)  # another sensor's clock closes nothing of S
     assert tracker.closable_at == {("S", 0): 11_000}
+
+
+def test_a_window_closed_by_a_watermark_is_not_timed() -> None:
+    tracker = ClosingTracker(window_ms=10_000, grace_ms=1_000)
+    tracker.on_reading("S", 1_000, arrived_ms=1_020.0)
+    tracker.on_reading("S", 11_000, arrived_ms=11_030.0)  # a reading closes [0, 10 s)
+    tracker.on_reading("S", 30_000)  # a watermark closes [10 s, 20 s)
+    assert tracker.closable_at == {("S", 0): 11_000, ("S", 10_000): 30_000}
+    assert tracker.arrived_at == {("S", 0): 11_030.0, ("S", 10_000): None}
 
 
 def test_percentile_is_nearest_rank() -> None:

@@ -1,0 +1,408 @@
+"""What every benchmark shares: a broker, the workload, topics, the scripts as processes.
+
+The benchmarks drive the project's scripts as a user would: each one is a child
+process started with the flags the README documents, never imported. The
+harness times them from the outside:
+
+- start-up: from starting the processes to the first moment their consumer
+  group is Stable (joined, partitions assigned; DescribeConsumerGroups, polled
+  every 20 ms), reported as `startup_s`;
+- processing: from then to the moment the harness reads the last expected
+  record from the output topic, reported as `seconds` and `readings_per_s`.
+
+The workload is deterministic: M sensors each send one reading every
+`sensor_interval_ms` of *event* time, in rounds (Sensor1..SensorM, then again),
+in the raw topic's documented format. The start time is chosen so that the last
+round lands exactly `grace` past a window end: the last reading of every sensor
+closes a window, so "last window" means "every reading processed".
+
+    BROKER_ADDRESS=127.0.0.1:19092 python benchmarks/harness.py --topic bench-raw
+
+fills a topic with the workload, for example to profile the processor on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    ConsumerGroupState,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient, NewTopic
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from embedded_broker import EmbeddedBroker  # noqa: E402
+from kafka_broker import KafkaBroker  # noqa: E402
+from launcher import start_child, stop_child  # noqa: E402
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Event times start at 2024-01-01T00:00:00Z: results do not depend on the host clock.
+ORIGIN_MS = 1_704_067_200_000
+# Explicit retention: the embedded broker reports only the configs given at
+# creation, and Quix Streams reads retention.ms when it derives changelog topics.
+RETENTION = {"retention.ms": str(7 * 24 * 3600 * 1000), "retention.bytes": "-1"}
+
+
+class BenchmarkError(RuntimeError):
+    """A measurement could not complete; the message says why (and shows the log)."""
+
+
+@dataclass(frozen=True)
+class Workload:
+    readings: int
+    sensors: int
+    sensor_interval_ms: int = 1000
+    window_ms: int = 10_000
+    grace_ms: int = 1_000
+    seed: int = 7
+
+    @property
+    def rounds(self) -> int:
+        return -(-self.readings // self.sensors)
+
+    @property
+    def total(self) -> int:
+        """Readings actually produced: whole rounds, so every sensor ends together."""
+        return self.rounds * self.sensors
+
+    @property
+    def start_ms(self) -> int:
+        last_round_offset = (self.rounds - 1) * self.sensor_interval_ms
+        return ORIGIN_MS + (self.grace_ms - last_round_offset) % self.window_ms
+
+    def event_time_ms(self, index: int) -> int:
+        round_, slot = divmod(index, self.sensors)
+        return (
+            self.start_ms
+            + round_ * self.sensor_interval_ms
+            + slot * self.sensor_interval_ms // self.sensors
+        )
+
+    def messages(self) -> Iterator[tuple[bytes, bytes, int]]:
+        """(key, value, timestamp ms) in production order: a random walk per sensor."""
+        rng = random.Random(self.seed)
+        values = [rng.uniform(18.0, 26.0) for _ in range(self.sensors)]
+        for index in range(self.total):
+            slot = index % self.sensors
+            values[slot] += rng.gauss(0.0, 0.15)
+            ts_ms = self.event_time_ms(index)
+            moment = EPOCH + timedelta(milliseconds=ts_ms)
+            reading = {"ts": moment.isoformat(), "value": round(values[slot], 2)}
+            yield f"Sensor{slot + 1}".encode(), orjson.dumps(reading), ts_ms
+
+
+def expected_closed_windows(workload: Workload) -> int:
+    """Windows that per-key closing must emit: end <= that sensor's last time - grace."""
+    closed = 0
+    for slot in range(workload.sensors):
+        first = workload.event_time_ms(slot)
+        last = workload.event_time_ms((workload.rounds - 1) * workload.sensors + slot)
+        first_start = first - first % workload.window_ms
+        # Window starts first_start, first_start + W, ... whose end <= last - grace.
+        latest_end = last - workload.grace_ms
+        if latest_end >= first_start + workload.window_ms:
+            closed += (latest_end - first_start) // workload.window_ms
+    return closed
+
+
+# --- The broker and its topics ----------------------------------------------------
+
+
+@contextmanager
+def broker_address(address: str | None = None) -> Iterator[str]:
+    """BROKER_ADDRESS (or `address`) if set, else a fresh broker of kind BENCH_BROKER:
+    `embedded` (the default) or `kafka` (Apache Kafka, kafka_broker.py)."""
+    address = address or os.environ.get("BROKER_ADDRESS")
+    if address:
+        yield address
+        return
+    kind = os.environ.get("BENCH_BROKER", "embedded")
+    if kind not in ("embedded", "kafka"):
+        raise SystemExit(f"BENCH_BROKER must be embedded or kafka, not {kind!r}")
+    with KafkaBroker() if kind == "kafka" else EmbeddedBroker() as broker:
+        yield broker.address
+
+
+def unique_name(prefix: str) -> str:
+    return f"bench-{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def create_topics(address: str, partitions: int, *names: str, **config: str) -> None:
+    admin = AdminClient({"bootstrap.servers": address})
+    topics = [NewTopic(n, partitions, 1, config={**RETENTION, **config}) for n in names]
+    for future in admin.create_topics(topics, request_timeout=30).values():
+        future.result(timeout=30)
+
+
+def produce_workload(address: str, topic: str, partitions: int, workload: Workload) -> None:
+    create_topics(address, partitions, topic)
+    producer = Producer({"bootstrap.servers": address, "linger.ms": 50})
+    failures: list[KafkaError] = []
+
+    def on_delivery(err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            failures.append(err)
+
+    for key, value, ts_ms in workload.messages():
+        while True:
+            try:
+                producer.produce(topic, value, key, timestamp=ts_ms, on_delivery=on_delivery)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        producer.poll(0)
+    undelivered = producer.flush(60)
+    if failures or undelivered:
+        raise BenchmarkError(f"{len(failures)} failed and {undelivered} undelivered readings")
+
+
+def reader(address: str, topics: Iterable[str], **config: Any) -> Consumer:
+    """A consumer assigned every partition of `topics` from the start (no group),
+    reporting each partition's end: high watermarks are not used, since the
+    embedded broker reports them wrong."""
+    consumer = Consumer({
+        "bootstrap.servers": address,
+        "group.id": unique_name("reader"),
+        "enable.auto.commit": False,
+        "enable.partition.eof": True,
+        "fetch.wait.max.ms": 10,
+        **config,
+    })  # fmt: skip
+    consumer.assign(
+        [TopicPartition(t, p, OFFSET_BEGINNING) for t in topics for p in partitions(consumer, t)]
+    )
+    return consumer
+
+
+def partitions(client: Consumer, topic: str, timeout: float = 30.0) -> list[int]:
+    """The partitions of `topic`, once the broker's metadata lists them all (Kafka may
+    answer without them just after the topic was created)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = client.list_topics(topic, timeout=10).topics.get(topic)
+        if found is not None and found.error is None and found.partitions:
+            return list(found.partitions)
+        if time.monotonic() > deadline:
+            raise BenchmarkError(f"no partitions of {topic} in the metadata after {timeout:g} s")
+        time.sleep(0.1)
+
+
+def records(messages: Iterable[Message]) -> list[Message]:
+    """The records among `messages`; partition ends dropped, any other error raised."""
+    kept = []
+    for msg in messages:
+        if msg.error() is None:
+            kept.append(msg)
+        elif msg.error().code() != KafkaError._PARTITION_EOF:
+            raise KafkaException(msg.error())
+    return kept
+
+
+def read_to_end(address: str, topic: str, timeout: float = 120.0) -> list[Message]:
+    """Every record on `topic` now: read until every partition has reported its end."""
+    consumer = reader(address, [topic])
+    try:
+        pending = {tp.partition for tp in consumer.assignment()}
+        found: list[Message] = []
+        deadline = time.monotonic() + timeout
+        while pending:
+            if time.monotonic() > deadline:
+                raise BenchmarkError(f"{topic}: partitions {pending} not read to the end")
+            for msg in consumer.consume(10_000, 0.5):
+                if msg.error() is not None and msg.error().code() == KafkaError._PARTITION_EOF:
+                    pending.discard(msg.partition())
+                else:
+                    found += records([msg])
+        return found
+    finally:
+        consumer.close()
+
+
+# --- The scripts as child processes -----------------------------------------------
+
+
+class Child:
+    """A script of this repository run as a process that never outlives the benchmark."""
+
+    def __init__(self, script: str, flags: Sequence[str], log: Path) -> None:
+        self.log = log
+        self.process = start_child([sys.executable, str(REPO / script), *flags], log=log, cwd=REPO)
+
+    def memory_mib(self, field: str = "VmHWM") -> float:
+        """VmHWM (peak resident set) or VmRSS from /proc; 0 once the process has gone."""
+        try:
+            status = Path(f"/proc/{self.process.pid}/status").read_text()
+        except OSError:
+            return 0.0
+        for line in status.splitlines():
+            if line.startswith(field + ":"):
+                return round(int(line.split()[1]) / 1024, 1)
+        return 0.0
+
+    def check(self) -> None:
+        if self.process.poll() is not None:
+            tail = self.log.read_text(errors="replace")[-3000:]
+            raise BenchmarkError(f"{self.log.name}: exited with {self.process.returncode}:\n{tail}")
+
+    def wait(self, timeout: float) -> float:
+        """Wait for a clean exit; return its peak RSS in MiB (sampled while it runs)."""
+        deadline = time.monotonic() + timeout
+        peak = 0.0
+        while True:
+            peak = max(peak, self.memory_mib())
+            try:
+                self.process.wait(0.01)
+                break
+            except subprocess.TimeoutExpired:
+                if time.monotonic() > deadline:
+                    raise BenchmarkError(f"{self.log.name}: running after {timeout:g} s") from None
+        if self.process.returncode != 0:
+            self.check()
+        return peak
+
+    def stop(self) -> None:
+        stop_child(self.process)
+
+
+def wait_until(
+    condition: Callable[[], bool],
+    what: str,
+    timeout: float,
+    children: Sequence[Child] = (),
+    interval: float = 0.02,
+) -> float:
+    """Poll `condition` until it holds; return that moment (time.monotonic()).
+
+    Fails at once if one of `children` exits, and after `timeout` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while not condition():
+        for child in children:
+            child.check()
+        if time.monotonic() > deadline:
+            raise BenchmarkError(f"no {what} within {timeout:g} s")
+        time.sleep(interval)
+    return time.monotonic()
+
+
+def group_is_stable(admin: AdminClient, group: str) -> bool:
+    try:
+        found = admin.describe_consumer_groups([group], request_timeout=5)[group].result()
+    except KafkaException:  # Kafka: the group does not exist yet
+        return False
+    return found.state == ConsumerGroupState.STABLE
+
+
+def consumer_flags(address: str, raw: str, agg: str, group: str, state_dir: Path) -> list[str]:
+    """The flags the processor, the baseline and the reference consumers all take."""
+    return [
+        f"--broker-address={address}",
+        f"--raw-topic={raw}",
+        f"--agg-topic={agg}",
+        f"--consumer-group={group}",
+        f"--state-dir={state_dir}",
+    ]
+
+
+def measurement(name: str, readings: int, seconds: float, **extra: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "readings": readings,
+        "seconds": round(seconds, 3),
+        "readings_per_s": round(readings / seconds),
+        **extra,
+    }
+
+
+@dataclass(frozen=True)
+class Run:
+    """Where the consumers read and write, and how long any wait may take."""
+
+    address: str
+    raw: str
+    partitions: int
+    readings: int
+    work: Path
+    timeout: float = 600.0
+
+
+def time_consumers(
+    run: Run, name: str, script: str, flags: Sequence[str], outputs: int, instances: int = 1
+) -> tuple[dict[str, Any], str]:
+    """Run `instances` processes of `script` in one new consumer group, each with its
+    own state dir, on a new output topic; time them until `outputs` records are on it.
+
+    Returns the measurement and the output topic.
+    """
+    sink, group = unique_name(f"{name}-out"), unique_name(name)
+    create_topics(run.address, run.partitions, sink)
+    admin = AdminClient({"bootstrap.servers": run.address})
+    tail = reader(run.address, [sink])
+    children: list[Child] = []
+    seen = 0
+
+    def all_out() -> bool:
+        nonlocal seen
+        seen += len(records(tail.consume(10_000, 0.05)))
+        return seen >= outputs
+
+    try:
+        started = time.monotonic()
+        for i in range(instances):
+            state = run.work / f"{group}-state-{i}"
+            command = [*consumer_flags(run.address, run.raw, sink, group, state), *flags]
+            children.append(Child(script, command, run.work / f"{group}-{i}.log"))
+        ready = wait_until(lambda: group_is_stable(admin, group), f"{name} group", 120, children)
+        done = wait_until(all_out, f"{outputs} records from {name}", run.timeout, children, 0)
+        peak = max(child.memory_mib() for child in children)
+    finally:
+        for child in children:
+            child.stop()
+        tail.close()
+    result = measurement(name, run.readings, done - ready, peak_rss_mib=peak)
+    result.update(startup_s=round(ready - started, 3), wall_s=round(done - started, 3))
+    return result, sink
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Fill a topic with the benchmark workload.")
+    parser.add_argument("--topic", required=True)
+    parser.add_argument("--readings", type=int, default=300_000, help="default 300000")
+    parser.add_argument("--sensors", type=int, default=1000, help="default 1000")
+    parser.add_argument("--partitions", type=int, default=2, help="default 2")
+    opts = parser.parse_args(argv)
+    address = os.environ.get("BROKER_ADDRESS")
+    if not address:
+        raise SystemExit("set BROKER_ADDRESS: the topic must outlive this command")
+    workload = Workload(opts.readings, opts.sensors)
+    produce_workload(address, opts.topic, opts.partitions, workload)
+    print(f"{workload.total} readings on {opts.topic}; {expected_closed_windows(workload)} windows")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
