@@ -6,6 +6,9 @@ when stdout is not a terminal (or with --plain) it prints one line per aggregate
 
     Sensor3 05:08:40-05:08:50 count=40 min=21.37 mean=21.81 max=22.50
 
+On Ctrl-C or SIGTERM it first reads the topic to its end, so its last table (or
+last lines) holds every window already written; a second Ctrl-C skips that.
+
 With --plot it instead reads both topics up to their current end, draws each
 sensor's raw readings against its windows' mean and min/max band, and exits.
 
@@ -16,6 +19,7 @@ sensor's raw readings against its windows' mean and min/max band, and exits.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import math
@@ -33,7 +37,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 from rich import box
 from rich.console import Console
 from rich.live import Live
@@ -61,6 +73,7 @@ SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
 SPARK_WIDTH = 12  # recent window means per sensor; the table then fits 80 columns
 MATPLOTLIB_SUFFIXES = (".png", ".svg", ".pdf")
 PLOTLY_SUFFIXES = (".html",)
+DRAIN_TIMEOUT = 10.0  # seconds a stopping viewer may spend reading the topic to its end
 
 
 # --- An aggregate message, checked ----------------------------------------------
@@ -155,13 +168,17 @@ class SensorBoard:
         )
 
     def lag_seconds(self, now: datetime) -> float | None:
-        """How far the newest window's end trails `now`.
+        """How far the newest window's end trails `now`; never less than 0.
 
         A window closes when a reading past its end + grace arrives, so in a
-        live pipeline this swings between about grace and window + grace.
+        live pipeline this swings between about grace and window + grace. A
+        producer's final watermark lies in the future and closes windows that
+        end after `now`: that is no lag, not a negative one.
         """
         newest = self.newest_end_ms()
-        return None if newest is None else (now - from_epoch_ms(newest)).total_seconds()
+        if newest is None:
+            return None
+        return max(0.0, (now - from_epoch_ms(newest)).total_seconds())
 
 
 # --- Rendering: pure functions of the board -------------------------------------
@@ -260,6 +277,11 @@ def make_consumer(broker: BrokerSettings) -> Consumer:
             "group.id": f"sensor-viewer-{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
+            # An event at each partition's true end, which a stopping viewer waits for.
+            "enable.partition.eof": True,
+            # New windows show within 0.1 s, also on a broker that holds a fetch
+            # until its wait time is up.
+            "fetch.wait.max.ms": 100,
         }
     )
 
@@ -311,16 +333,86 @@ def read_aggregate(message: Message, board: SensorBoard) -> Aggregate | None:
         return None
 
 
+def is_partition_end(message: Message) -> bool:
+    error = message.error()
+    return error is not None and error.code() == KafkaError._PARTITION_EOF
+
+
+@dataclass
+class AggregateFeed:
+    """The assigned aggregate topic as Aggregates, and where each partition's reading stands."""
+
+    consumer: Consumer
+    topic: str
+    partitions: list[int]
+    board: SensorBoard
+    # partition -> offset of its latest end-of-partition event, while nothing newer came
+    at_end: dict[int, int] = field(default_factory=dict)
+
+    def poll(self, timeout: float) -> list[Aggregate]:
+        aggregates = []
+        for message in self.consumer.consume(num_messages=500, timeout=timeout):
+            if is_partition_end(message):
+                self.at_end[message.partition()] = message.offset()
+                continue
+            if not message.error():
+                self.at_end.pop(message.partition(), None)
+            if (aggregate := read_aggregate(message, self.board)) is not None:
+                self.board.add(aggregate)
+                aggregates.append(aggregate)
+        return aggregates
+
+    def end_offsets(self, timeout: float) -> dict[int, int]:
+        """Each partition's high watermark, asked of the broker now."""
+        return {
+            p: self.consumer.get_watermark_offsets(
+                TopicPartition(self.topic, p), timeout=timeout, cached=False
+            )[1]
+            for p in self.partitions
+        }
+
+    def reached(self, ends: dict[int, int]) -> bool:
+        """Whether every partition is read up to `ends`.
+
+        An end-of-partition event at or past the high watermark asked for after
+        the last write proves it. It also holds on the embedded broker, which
+        reports the base offset of the last record batch plus one: the consumer
+        gets that batch whole, and the event comes after its last record.
+        """
+        return all(self.at_end.get(p, -1) >= end for p, end in ends.items())
+
+
 def poll_aggregates(
-    consumer: Consumer, board: SensorBoard, stop: threading.Event, deadline: float
+    feed: AggregateFeed, stop: threading.Event, hurry: threading.Event, deadline: float
 ) -> Iterator[Aggregate | None]:
-    """Yield each aggregate as it arrives, and None at least every 0.25 s (to redraw)."""
+    """Yield each aggregate as it arrives, and None at least every 0.25 s (to redraw).
+
+    Follows the topic until `stop` or the deadline. After `stop` it reads on to
+    the topic's end as it is now, so the last picture holds every window already
+    written; `hurry` (a second Ctrl-C) or DRAIN_TIMEOUT cuts that short.
+    """
     while not stop.is_set() and time.monotonic() < deadline:
-        messages = consumer.consume(num_messages=500, timeout=0.25)
-        for message in messages:
-            if (aggregate := read_aggregate(message, board)) is not None:
-                board.add(aggregate)
-                yield aggregate
+        yield from feed.poll(0.25)
+        yield None
+    if not stop.is_set():
+        return  # --duration is over: no need to catch up
+    try:
+        ends = feed.end_offsets(timeout=5)
+    except KafkaException as exc:
+        logger.warning("Could not find the end of %s (%s); showing what came", feed.topic, exc)
+        return
+    give_up = time.monotonic() + DRAIN_TIMEOUT
+    while not feed.reached(ends):
+        if hurry.is_set():
+            return
+        if time.monotonic() > give_up:
+            logger.warning(
+                "Read %s for %gs without reaching its end; showing what came",
+                feed.topic,
+                DRAIN_TIMEOUT,
+            )
+            return
+        yield from feed.poll(0.25)
         yield None
 
 
@@ -328,21 +420,22 @@ def poll_aggregates(
 
 
 def print_plain(
-    consumer: Consumer, board: SensorBoard, stop: threading.Event, deadline: float
+    feed: AggregateFeed, stop: threading.Event, hurry: threading.Event, deadline: float
 ) -> None:
-    for aggregate in poll_aggregates(consumer, board, stop, deadline):
+    for aggregate in poll_aggregates(feed, stop, hurry, deadline):
         if aggregate is not None:
             print(format_plain_line(aggregate), flush=True)
 
 
 def show_live(
-    consumer: Consumer, board: SensorBoard, stop: threading.Event, deadline: float
+    feed: AggregateFeed, stop: threading.Event, hurry: threading.Event, deadline: float
 ) -> None:
+    board = feed.board
     console = Console()
     with Live(render_table(board, datetime.now(UTC)), console=console, auto_refresh=False) as live:
         route_logs_above(live)
         last_draw = 0.0
-        for _ in poll_aggregates(consumer, board, stop, deadline):
+        for _ in poll_aggregates(feed, stop, hurry, deadline):
             if time.monotonic() - last_draw >= 0.25:
                 live.update(render_table(board, datetime.now(UTC)), refresh=True)
                 last_draw = time.monotonic()
@@ -635,25 +728,32 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C while charting: write nothing
         return 130
 
-    stop = threading.Event()
+    # The first Ctrl-C or SIGTERM stops following the topic; a second one stops
+    # reading it to its end, too.
+    stop, hurry = threading.Event(), threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        (hurry if stop.is_set() else stop).set()
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+        signal.signal(signum, on_signal)
     deadline = time.monotonic() + args.duration if args.duration else math.inf
 
     consumer = make_consumer(broker)
-    board = SensorBoard()
     try:
         partitions = wait_for_partitions(consumer, args.agg_topic, stop, deadline)
         if partitions:
             assign_all(consumer, args.agg_topic, partitions, args.start_at)
-            if args.plain or not sys.stdout.isatty():
-                try:
-                    print_plain(consumer, board, stop, deadline)
-                except BrokenPipeError:
-                    # The reader went away (`| head`): stop quietly, as cat would.
-                    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            else:
-                show_live(consumer, board, stop, deadline)
+            feed = AggregateFeed(consumer, args.agg_topic, partitions, SensorBoard())
+            show = print_plain if args.plain or not sys.stdout.isatty() else show_live
+            try:
+                show(feed, stop, hurry, deadline)
+            except OSError as exc:
+                # The reader went away (`| head`) or the terminal closed: stop
+                # quietly, as cat would.
+                if exc.errno not in (errno.EPIPE, errno.EIO):
+                    raise
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     finally:
         consumer.close()
     return 0

@@ -1,45 +1,333 @@
-"""`make demo` as a new user runs it, bounded by DURATION, against the test broker."""
+"""`make demo` as a new user runs it: again and again, stopped in every way, on real brokers.
+
+Each run is checked for a true picture: every sensor's windows shown, nothing
+dead-lettered, the viewer's last line per sensor is the processor's last window
+for it, the viewer shows as many windows as the processor emitted, and the
+closing summary line says so too.
+"""
 
 from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from confluent_kafka.admin import AdminClient
+
+from kafka_helpers import Script, read_to_end
+from launcher import find_free_port, is_listening
 
 REPO = Path(__file__).resolve().parent.parent
-AGGREGATE_LINE = re.compile(r"^(Sensor\d+) \d\d:\d\d:\d\d-\d\d:\d\d:\d\d count=\d+ ")
+SENSORS = {f"Sensor{n}" for n in range(1, 6)}
+NAME_VARIABLES = ("RAW_TOPIC", "AGG_TOPIC", "DLQ_TOPIC", "CONSUMER_GROUP")
+AGGREGATE_LINE = re.compile(
+    r"^(Sensor\d+) (\d\d:\d\d:\d\d)-(\d\d:\d\d:\d\d) count=(\d+) ", re.MULTILINE
+)
+PROCESSOR_WINDOW = re.compile(
+    r"sensor_stream_processor: (Sensor\d+) \[\S+T(\d\d:\d\d:\d\d)\.000\+00:00,"
+    r" \S+T(\d\d:\d\d:\d\d)\.000\+00:00\) count=(\d+) "
+)
+FINAL_SUMMARY = re.compile(r"Final summary: (.*)$", re.MULTILINE)
+CLOSING_LINE = re.compile(
+    r"^demo: (\d+) readings, (\d+) windows, (\d+) dead letters in \d+\.\d s$", re.MULTILINE
+)
+DELIVERED = re.compile(r"^Delivered (\d+) of \1 readings .* \(0 failed\); 5 watermarks$", re.M)
+TOPICS_LINE = re.compile(r"^demo: topics (\S+), (\S+), (\S+); consumer group (\S+)$", re.M)
+BROKER_STARTED = re.compile(r"started the embedded broker on 127\.0\.0\.1:(\d+)")
+
+Window = tuple[str, str, str, int]  # sensor, start, end (UTC clock times), count
 
 
-@pytest.mark.integration
-def test_make_demo_stops_by_itself_and_shows_every_sensor(
-    broker_address: str, names, tmp_path: Path
-) -> None:
-    env = {
-        **os.environ,
-        "BROKER_ADDRESS": broker_address,
-        "RAW_TOPIC": names.raw,
-        "AGG_TOPIC": names.agg,
-        "CONSUMER_GROUP": names.group,
-        "DEMO_LOG_DIR": str(tmp_path),
-    }
+def demo_env(broker_address: str, log_dir: Path, **names: str) -> dict[str, str]:
+    """The user's environment, with the demo's names only where a test gives them."""
+    env = {k: v for k, v in os.environ.items() if k not in (*NAME_VARIABLES, "DURATION")}
+    return {**env, "BROKER_ADDRESS": broker_address, "DEMO_LOG_DIR": str(log_dir), **names}
+
+
+def nothing_listens_at() -> str:
+    """An address with no broker, so the demo starts its own embedded broker there."""
+    return f"127.0.0.1:{find_free_port()}"
+
+
+@dataclass
+class DemoRun:
+    returncode: int
+    stdout: str
+    stderr: str
+    log_dir: Path
+
+    def log(self, name: str) -> str:
+        return (self.log_dir / name).read_text()
+
+    def windows_shown(self) -> list[Window]:
+        return [(s, a, b, int(c)) for s, a, b, c in AGGREGATE_LINE.findall(self.stdout)]
+
+    def windows_emitted(self) -> list[Window]:
+        found = PROCESSOR_WINDOW.findall(self.log("processor.log"))
+        return [(s, a, b, int(c)) for s, a, b, c in found]
+
+    def final_counters(self) -> dict[str, int]:
+        (summary,) = FINAL_SUMMARY.findall(self.log("processor.log"))
+        pairs = (part.strip().rsplit("=", 1) for part in summary.split(","))
+        return {name: int(value) for name, value in pairs}
+
+    def topics(self) -> tuple[str, str, str, str]:
+        found = TOPICS_LINE.search(self.stderr)
+        assert found, self.stderr
+        return found.groups()
+
+
+def make_demo(env: dict[str, str], duration: int) -> DemoRun:
     result = subprocess.run(
-        ["make", "demo", "DURATION=20"],
+        ["make", "demo", f"DURATION={duration}"],
         cwd=REPO,
         env=env,
         capture_output=True,
         text=True,
-        timeout=150,
+        timeout=duration + 90,
         check=False,
     )
-    assert result.returncode == 0, result.stdout + result.stderr
-    # Not a terminal here, so the viewer prints one plain line per aggregate.
-    sensors = {
-        m.group(1) for line in result.stdout.splitlines() if (m := AGGREGATE_LINE.match(line))
-    }
-    assert sensors == {"Sensor1", "Sensor2", "Sensor3", "Sensor4", "Sensor5"}
-    assert f"using the broker at {broker_address}" in result.stderr
-    assert "demo: stopped cleanly" in result.stderr
-    assert "Final summary: processed=" in (tmp_path / "processor.log").read_text()
+    return DemoRun(result.returncode, result.stdout, result.stderr, Path(env["DEMO_LOG_DIR"]))
+
+
+def last_per_sensor(windows: list[Window]) -> dict[str, Window]:
+    return {window[0]: window for window in windows}
+
+
+def assert_true_picture(run: DemoRun) -> None:
+    """Every sensor shown up to its final window, nothing dead-lettered, counts that agree."""
+    shown = run.windows_shown()
+    assert {window[0] for window in shown} == SENSORS, run.stdout[-2000:] + run.stderr
+    counters = run.final_counters()
+    assert {k: v for k, v in counters.items() if k.startswith("dead-lettered") and v} == {}
+    emitted = run.windows_emitted()
+    assert len(shown) == len(emitted) == counters["windows emitted"]
+    # The viewer's last line per sensor is the window the final watermark closed.
+    assert last_per_sensor(shown) == last_per_sensor(emitted)
+    (delivered,) = DELIVERED.findall(run.log("producer.log"))
+    closing = CLOSING_LINE.findall(run.stderr)
+    assert closing == [(delivered, str(len(emitted)), "0")], run.stderr
+    assert "Traceback" not in run.stderr + run.log("processor.log") + run.log("producer.log")
+    # The run's window state went with it.
+    assert not (run.log_dir / "state").exists()
+
+
+def assert_clean_run(run: DemoRun) -> None:
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr
+    assert_true_picture(run)
+    assert CLOSING_LINE.match(run.stderr.rstrip().splitlines()[-1]), run.stderr  # the last word
+
+
+# --- Again and again --------------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_make_demo_runs_three_times_in_a_row_on_its_own_embedded_broker(
+    names, tmp_path: Path
+) -> None:
+    # The same topic and group names every time, and one log folder: a run must
+    # still never meet the window state of the run before (a broker ago).
+    env = demo_env(
+        nothing_listens_at(),
+        tmp_path,
+        RAW_TOPIC=names.raw,
+        AGG_TOPIC=names.agg,
+        CONSUMER_GROUP=names.group,
+    )
+    for _ in range(3):
+        run = make_demo(env, duration=15)
+        assert_clean_run(run)
+        assert BROKER_STARTED.search(run.stderr), run.stderr
+        assert run.topics() == (names.raw, names.agg, names.dlq, names.group)
+
+
+@pytest.mark.integration
+def test_make_demo_runs_twice_on_a_broker_that_keeps_its_data_with_topics_of_its_own(
+    broker_address: str, tmp_path: Path
+) -> None:
+    env = demo_env(broker_address, tmp_path)
+    first = make_demo(env, duration=20)
+    assert_clean_run(first)
+    # The second run stops by Ctrl-C in the terminal: SIGINT to make and the demo.
+    second = interrupt_make_demo(env)
+    assert_true_picture(second)
+    for run in (first, second):
+        assert f"using the broker at {broker_address}" in run.stderr
+        assert_final_windows_hold_the_last_readings(broker_address, run)
+    raw, agg, dlq, group = first.topics()
+    assert re.fullmatch(r"demo-\d{8}T\d{6}(-\d)?-raw", raw)
+    assert (agg, dlq, group) == (raw[:-3] + "agg", raw + "-dlq", raw[:-3] + "group")
+    assert set(first.topics()).isdisjoint(second.topics())
+    # What the README says to do about the topics that pile up.
+    runs = [run.topics()[0].removesuffix("-raw") + "-" for run in (first, second)]
+    removed = subprocess.run(
+        [sys.executable, "demo.py", "--remove-old-runs"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert removed.returncode == 0, removed.stderr
+    admin = AdminClient({"bootstrap.servers": broker_address})
+    poll_until(
+        lambda: not [t for t in admin.list_topics(timeout=10).topics if any(r in t for r in runs)],
+        timeout=30,
+        what=lambda: f"{removed.stderr} {sorted(admin.list_topics(timeout=10).topics)}",
+    )
+
+
+def interrupt_make_demo(env: dict[str, str]) -> DemoRun:
+    """`make demo`, and Ctrl-C once every sensor shows: SIGINT to the terminal's process group."""
+    log_dir = Path(env["DEMO_LOG_DIR"])
+    out, err = log_dir / "make.stdout", log_dir / "make.stderr"
+    with open(out, "w") as stdout, open(err, "w") as stderr:
+        make = subprocess.Popen(
+            ["make", "demo"], cwd=REPO, env=env, stdout=stdout, stderr=stderr,
+            start_new_session=True,
+        )  # fmt: skip
+        try:
+            poll_until(
+                lambda: {w[0] for w in AGGREGATE_LINE.findall(out.read_text())} == SENSORS,
+                timeout=60,
+                what=lambda: f"every sensor shown; got:\n{out.read_text()[-500:]}{err.read_text()}",
+            )
+            os.killpg(make.pid, signal.SIGINT)
+            make.wait(timeout=60)
+        finally:
+            if make.poll() is None:
+                os.killpg(make.pid, signal.SIGKILL)
+                make.wait()
+    run = DemoRun(make.returncode, out.read_text(), err.read_text(), log_dir)
+    # make itself dies of the SIGINT it got; the demo under it stopped cleanly.
+    assert "exited with errors" not in run.stderr
+    assert "may be missing" not in run.stderr
+    return run
+
+
+def assert_final_windows_hold_the_last_readings(address: str, run: DemoRun) -> None:
+    """Each sensor's last window shown is the one that holds its last reading on the raw topic."""
+    raw = run.topics()[0]
+    last_reading: dict[str, datetime] = {}
+    for record in read_to_end(address, raw):
+        value = record.json()
+        if record.key and not value.get("watermark"):
+            moment = datetime.fromisoformat(value["ts"]).astimezone(UTC)
+            last_reading[record.key] = max(moment, last_reading.get(record.key, moment))
+    assert set(last_reading) == SENSORS
+    for sensor, (_, start, end, _) in last_per_sensor(run.windows_shown()).items():
+        clock = last_reading[sensor].strftime("%H:%M:%S")
+        assert start <= clock < end or (end == "00:00:00" and start <= clock), (sensor, clock)
+
+
+# --- Stopped from outside: a closed terminal, a crash ---------------------------------
+
+
+def poll_until(condition: Callable[[], bool], timeout: float, what: Callable[[], str]) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout}s: {what()}")
+        time.sleep(0.1)
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's zombie may wait for a reaper that never comes)."""
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def command_of(pid: int) -> str:
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return "(gone)"
+
+
+@pytest.fixture
+def running_demo(names, tmp_path: Path) -> Iterator[tuple[Script, list[int], int]]:
+    """demo.py with its own embedded broker, once aggregates show; its children; the port."""
+    env = demo_env(
+        nothing_listens_at(),
+        tmp_path,
+        RAW_TOPIC=names.raw,
+        AGG_TOPIC=names.agg,
+        CONSUMER_GROUP=names.group,
+    )
+    with Script("demo.py", env=env) as demo:
+        children: list[int] = []
+        try:
+            poll_until(
+                lambda: AGGREGATE_LINE.search(demo.output()) is not None,
+                timeout=60,
+                what=demo.output,
+            )
+            found = BROKER_STARTED.search(demo.output())
+            assert found, demo.output()
+            children = children_of(demo.process.pid)
+            commands = [command_of(pid) for pid in children]
+            assert len(children) == 4, commands  # broker, processor, producer, viewer
+            for script in ("tansu", "processor", "producer", "viewer"):
+                assert any(script in command for command in commands), commands
+            yield demo, children, int(found.group(1))
+        finally:  # never leave one behind, even when the test fails
+            for pid in {*children, *children_of(demo.process.pid)}:
+                if running(pid):
+                    os.kill(pid, signal.SIGKILL)
+
+
+def assert_all_stop_within(children: list[int], port: int, timeout: float) -> None:
+    poll_until(
+        lambda: not is_listening("127.0.0.1", port) and not any(map(running, children)),
+        timeout=timeout,
+        what=lambda: f"still running: {[command_of(p) for p in children if running(p)]}",
+    )
+
+
+@pytest.mark.integration
+def test_sighup_to_the_demo_stops_every_child_and_frees_the_broker_port_within_5s(
+    running_demo: tuple[Script, list[int], int],
+) -> None:
+    demo, children, port = running_demo
+    demo.process.send_signal(signal.SIGHUP)  # what a closed terminal sends
+    assert_all_stop_within(children, port, timeout=5)
+    assert demo.wait(timeout=30) == 0, demo.output()
+    assert CLOSING_LINE.search(demo.output()), demo.output()
+
+
+@pytest.mark.integration
+def test_sigkill_of_the_demo_stops_every_child_within_5s_and_the_next_run_starts_clean(
+    running_demo: tuple[Script, list[int], int], names, tmp_path: Path
+) -> None:
+    demo, children, port = running_demo
+    demo.process.kill()  # a crash: no chance to clean up; the kernel tells the children
+    assert_all_stop_within(children, port, timeout=5)
+    assert any((tmp_path / "state").iterdir())  # the crashed run's window state is left over
+    # The next run, with the same names and log folder, must not trip over it.
+    env = demo_env(
+        f"127.0.0.1:{port}",
+        tmp_path,
+        RAW_TOPIC=names.raw,
+        AGG_TOPIC=names.agg,
+        CONSUMER_GROUP=names.group,
+    )
+    assert_clean_run(make_demo(env, duration=15))

@@ -205,6 +205,12 @@ def test_board_lag_is_now_minus_the_newest_window_end() -> None:
     assert SensorBoard().lag_seconds(T0) is None
 
 
+def test_lag_is_never_negative_when_a_final_watermark_closed_a_window_ending_after_now() -> None:
+    board = recorded_board()  # the newest window ends at T0 + 30 s
+    assert board.lag_seconds(T0 + timedelta(seconds=21.2)) == 0.0
+    assert "lag 0.0 s behind the newest window" in format_footer(board, T0)
+
+
 def test_board_keeps_the_newest_window_when_an_older_one_arrives_later() -> None:
     board = SensorBoard()
     board.add(parse_aggregate(b"Sensor1", aggregate_message(10, 8, 21.0, 21.5, 22.0)))
@@ -358,6 +364,7 @@ def test_plain_mode_prints_one_line_per_aggregate(broker_address: str, names: An
         "Sensor2 05:08:10-05:08:20 count=8 min=24.00 mean=24.12 max=24.30",
     ]
     assert f"Skipped malformed aggregate {names.agg}[0]@3: not UTF-8 JSON" in result.stderr
+    assert "Consumer error" not in result.stderr  # reaching a partition's end is no error
 
 
 @pytest.mark.integration
@@ -390,6 +397,27 @@ def test_viewer_stops_cleanly_on_sigterm(broker_address: str, names: Any) -> Non
     ) as viewer:  # stdout is a file, so plain mode without --plain
         viewer.wait_for_output("Sensor1 05:08:00-05:08:10 count=8", timeout=30)
         assert viewer.stop() == 0
+
+
+@pytest.mark.integration
+def test_viewer_reads_the_topic_to_its_end_before_it_exits_on_sigterm(
+    broker_address: str, names: Any
+) -> None:
+    create_topic(broker_address, names.agg, partitions=3)
+    produce(broker_address, names.agg, RECORDED[:1])
+    with Script(
+        "sensor_stream_viewer.py", "--broker-address", broker_address, "--agg-topic", names.agg
+    ) as viewer:  # stdout is a file, so plain mode
+        viewer.wait_for_output("Sensor1 05:08:00-05:08:10 count=8", timeout=30)
+        # The last windows arrive just before the stop, as in `make demo`: many
+        # per record batch, whose tail the embedded broker's high watermark hides.
+        last = [(f"Sensor{n}".encode(), aggregate_message(s, 9, 20.0, 21.0, 22.0))
+                for s in range(10, 3010, 10) for n in (1, 2, 3)]  # fmt: skip
+        produce(broker_address, names.agg, last)
+        assert viewer.stop() == 0
+        lines = [line for line in viewer.output().splitlines() if " count=" in line]
+    assert len(lines) == 1 + len(last)
+    assert lines.count("Sensor3 05:58:00-05:58:10 count=9 min=20.00 mean=21.00 max=22.00") == 1
 
 
 # A small real run: hand-made readings spanning 35 s of event time, aggregated by
