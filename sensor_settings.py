@@ -11,7 +11,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
+import re
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +29,8 @@ from quixstreams.models import TopicConfig
 DEFAULT_BROKER_ADDRESS = "localhost:19092"
 DEFAULT_RAW_TOPIC = "raw-temperature"
 HOW_TO_START_A_BROKER = (
-    "start one with `docker compose up -d` (Redpanda on localhost:19092) or run `make demo`"
+    "start one with `docker compose up -d` (Redpanda, needs Docker), `make broker` "
+    "(embedded, no Docker) or `make kafka` (Apache Kafka, needs Java 17)"
 )
 
 # Every topic gets explicit retention: some Kafka-compatible brokers report only
@@ -43,6 +48,24 @@ class BrokerUnavailable(RuntimeError):
 
 class TopicError(RuntimeError):
     """The broker answered but would not create a topic."""
+
+
+class Stopped(Exception):
+    """Ctrl-C or SIGTERM arrived while a script was still getting ready."""
+
+
+def raise_stopped_on_signals() -> None:
+    """Make Ctrl-C and SIGTERM raise Stopped, until a script installs its own handlers.
+
+    Without this, Ctrl-C while waiting for a broker prints a KeyboardInterrupt
+    traceback, and SIGTERM ends the script without a word.
+    """
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Stopped(signal.Signals(signum).name)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, handler)
 
 
 def add_setting(
@@ -210,12 +233,15 @@ def raw_topic_config(partitions: int) -> TopicConfig:
     )
 
 
-def ensure_topic(broker: BrokerSettings, name: str, partitions: int, timeout: float) -> None:
-    """Create `name` unless it exists; an existing topic is never reconfigured."""
+def ensure_topic(broker: BrokerSettings, name: str, partitions: int, timeout: float) -> int:
+    """Create `name` unless it exists; an existing topic is never reconfigured.
+
+    Returns the topic's partition count: `partitions`, unless it already existed.
+    """
     admin = AdminClient(broker.librdkafka_config())
     existing = admin.list_topics(timeout=timeout).topics
     if name in existing:
-        return
+        return len(existing[name].partitions)
     futures = admin.create_topics(
         [NewTopic(name, num_partitions=partitions, replication_factor=1, config=TOPIC_RETENTION)],
         request_timeout=timeout,
@@ -228,6 +254,18 @@ def ensure_topic(broker: BrokerSettings, name: str, partitions: int, timeout: fl
             raise TopicError(
                 f"could not create topic {name!r} at {broker.address}: {error.str()}"
             ) from None
+        return len(admin.list_topics(name, timeout=timeout).topics[name].partitions)
+    return partitions
+
+
+def partitions_note(name: str, found: int, wanted: int) -> str | None:
+    """The line to log when an existing topic does not have PARTITIONS partitions."""
+    if found == wanted:
+        return None
+    return (
+        f"Topic {name} already exists with {found} partition{'s' * (found != 1)}; "
+        f"PARTITIONS={wanted} applies only to a topic a script creates"
+    )
 
 
 def wait_for_broker(broker: BrokerSettings, timeout: float) -> None:
@@ -242,16 +280,24 @@ def wait_for_broker(broker: BrokerSettings, timeout: float) -> None:
         "logger": _silent_logger(),
         "error_cb": lambda error: reasons.append(error.str()),
     })  # fmt: skip
-    try:
-        admin.list_topics(timeout=max(timeout, 0.5))
-    except KafkaException as exc:
-        admin.poll(0)  # serve error_cb
-        specific = [r for r in reasons if "brokers are down" not in r]
-        why = f" ({specific[-1]})" if specific else ""
-        raise BrokerUnavailable(
-            f"no Kafka broker answered at {broker.address} within {timeout:g}s{why}; "
-            f"{HOW_TO_START_A_BROKER}, or set BROKER_ADDRESS"
-        ) from exc
+    # Ask in short rounds, so a signal handler (Ctrl-C) runs within a second.
+    deadline = time.monotonic() + max(timeout, 0.5)
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            admin.list_topics(timeout=min(1.0, max(remaining, 0.1)))
+            return
+        except KafkaException as exc:
+            if time.monotonic() < deadline:
+                time.sleep(min(0.1, max(deadline - time.monotonic(), 0)))
+                continue
+            admin.poll(0)  # serve error_cb
+            specific = [r for r in reasons if "brokers are down" not in r]
+            why = f" ({specific[-1]})" if specific else ""
+            raise BrokerUnavailable(
+                f"no Kafka broker answered at {broker.address} within {timeout:g}s{why}; "
+                f"{HOW_TO_START_A_BROKER}, or set BROKER_ADDRESS"
+            ) from exc
 
 
 def _silent_logger() -> logging.Logger:
@@ -262,12 +308,66 @@ def _silent_logger() -> logging.Logger:
     return logger
 
 
-def configure_logging(level: str = "INFO") -> None:
-    """One readable line per event, stamped in UTC whatever the host's time zone."""
+# librdkafka logs through this logger in our own clients (see client_logging).
+CLIENT_LOGGER = "librdkafka"
+# A failed connection, reported by librdkafka, Quix Streams or our clients.
+_LOST_BROKER = re.compile(r"Connect to \S+ failed|Connection refused|[1-9]\d*/\d+ brokers are down")
+
+
+class BrokerOutageLog(logging.Filter):
+    """One line when the broker becomes unreachable, instead of the clients' flood.
+
+    While the broker is away, every Kafka client here (Quix Streams' consumer and
+    producer, our own producers) logs each failed connection attempt and each
+    "brokers are down". This filter turns the first such error into one WARNING
+    naming the address and drops the client logs that follow, until they have
+    been quiet for `quiet_seconds`. Quix Streams' "connectivity restored" lines
+    pass, so the log says when the broker came back.
+    """
+
+    def __init__(self, address: str, quiet_seconds: float = 30.0) -> None:
+        super().__init__()
+        self.address = address
+        self.quiet_seconds = quiet_seconds
+        self.last_trouble = -math.inf
+        self.lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(("quixstreams.kafka", CLIENT_LOGGER)):
+            return True
+        message = record.getMessage()
+        if "connectivity restored" in message:
+            return True
+        now = time.monotonic()
+        with self.lock:
+            in_outage = now - self.last_trouble < self.quiet_seconds
+            if record.levelno < logging.WARNING or not _LOST_BROKER.search(message):
+                return not in_outage  # other client logs pass, except mid-outage
+            self.last_trouble = now
+            if in_outage:
+                return False
+        record.msg = f"Lost the broker at {self.address}; retrying until it is back"
+        record.args = ()
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+def client_logging() -> dict[str, Any]:
+    """librdkafka settings that send a client's logs through Python logging (and our filter)."""
+    return {"logger": logging.getLogger(CLIENT_LOGGER)}
+
+
+def configure_logging(level: str = "INFO", broker_address: str | None = None) -> None:
+    """One readable line per event, stamped in UTC whatever the host's time zone.
+
+    With `broker_address`, a broker outage reads as one line (BrokerOutageLog).
+    """
     handler = logging.StreamHandler()
     formatter = logging.Formatter(
         "%(asctime)s.%(msecs)03dZ %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S"
     )
     formatter.converter = time.gmtime
     handler.setFormatter(formatter)
+    if broker_address is not None:
+        handler.addFilter(BrokerOutageLog(broker_address))
     logging.basicConfig(level=level, handlers=[handler], force=True)

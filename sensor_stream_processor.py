@@ -21,30 +21,40 @@ import argparse
 import logging
 import math
 import sys
+import tempfile
 import threading
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, NotRequired, TypedDict
 
 import orjson
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka.admin import AdminClient
 from quixstreams import Application
 from quixstreams.dataframe import StreamingDataFrame
+from quixstreams.kafka.exceptions import KafkaBrokerUnavailableError, KafkaConsumerException
 from quixstreams.models import Deserializer, SerializationContext, TimestampType
+from quixstreams.models.topics.exceptions import TopicConfigurationMismatch
+from quixstreams.state.exceptions import InvalidChangelogOffset, InvalidStoreChangelogOffset
 
 from sensor_settings import (
     BrokerSettings,
     BrokerUnavailable,
+    Stopped,
     TopicError,
     add_broker_settings,
     add_setting,
+    client_logging,
     configure_logging,
     ensure_topic,
     json_object,
     non_negative_float,
+    partitions_note,
     positive_int,
+    raise_stopped_on_signals,
     raw_topic_config,
     wait_for_broker,
 )
@@ -52,6 +62,9 @@ from sensor_settings import (
 logger = logging.getLogger("sensor_stream_processor")
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+# What the processor needs on the embedded broker (embedded_broker.PROCESSOR_PRODUCER_CONFIG).
+EMBEDDED_BROKER_PRODUCER_CONFIG = '{"batch.num.messages": 1}'
 
 
 class Reading(TypedDict):
@@ -68,6 +81,14 @@ class WindowStats(TypedDict):
     # Neumaier compensation: the low-order bits that `sum` lost, so the mean
     # stays accurate even when large and small readings mix.
     compensation: float
+
+
+class CannotRun(RuntimeError):
+    """The processor cannot start or go on; the message says why and what to do."""
+
+
+class DeadLetterError(RuntimeError):
+    """A dead letter could not be written, so the processor must not commit past it."""
 
 
 class InvalidReading(ValueError):
@@ -242,7 +263,10 @@ class DeadLetters:
         )
         # Stop rather than commit past a message whose dead letter is not safe.
         if self.producer.flush(30) > 0 or failures:
-            raise RuntimeError(f"could not write to dead-letter topic {self.topic}: {failures}")
+            raise DeadLetterError(
+                f"could not write to dead-letter topic {self.topic}: "
+                f"{'; '.join(f.str() for f in failures) or 'not delivered within 30 s'}"
+            )
         self.counters[f"dead-lettered {reason}"] += 1
 
     def on_consumer_error(self, exc: Exception, message: Any, _logger: logging.Logger) -> bool:
@@ -418,6 +442,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "seconds between counter summaries in the log",
         type=non_negative_float,
     )
+    add_setting(
+        parser,
+        "--broker-outage-timeout",
+        "BROKER_OUTAGE_TIMEOUT",
+        120.0,
+        "seconds the broker may be unreachable mid-run before the processor stops; 0 = never",
+        type=non_negative_float,
+    )
     args = parser.parse_args(argv)
     if args.grace_seconds < 0:
         parser.error("--grace-seconds must be zero or more")
@@ -440,13 +472,16 @@ def make_application(args: argparse.Namespace, dead_letters: DeadLetters) -> App
         # A 6 s session keeps group joins and failover quick on any broker.
         consumer_extra_config={"session.timeout.ms": 6000, "heartbeat.interval.ms": 1500},
         producer_extra_config=args.producer_config,
+        broker_availability_timeout=args.broker_outage_timeout,
         loglevel=None,  # use our log format
     )
 
 
 def make_dead_letters(args: argparse.Namespace) -> DeadLetters:
     broker = BrokerSettings.from_args(args)
-    producer = Producer({**broker.librdkafka_config(), "enable.idempotence": True})
+    producer = Producer(
+        {**broker.librdkafka_config(), **client_logging(), "enable.idempotence": True}
+    )
     return DeadLetters(producer, args.dlq_topic, ReadingDeserializer(Counter()))
 
 
@@ -483,27 +518,160 @@ def build_pipeline(
     return sdf
 
 
+# --- When things go wrong: checks before the start, and one line for each failure ---
+
+
+def check_state_dir(args: argparse.Namespace) -> None:
+    """Fail now, in one line, if the window state cannot be written under STATE_DIR."""
+    try:
+        Path(args.state_dir).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=args.state_dir):
+            pass
+    except OSError as exc:
+        raise CannotRun(
+            f"cannot write window state under STATE_DIR {args.state_dir} "
+            f"({exc.strerror or exc}); set STATE_DIR or --state-dir to a writable directory"
+        ) from None
+
+
+def group_state_dir(args: argparse.Namespace) -> Path:
+    """Where Quix Streams keeps this consumer group's window state."""
+    return Path(args.state_dir) / args.consumer_group
+
+
+def changelogs_of_saved_state(args: argparse.Namespace) -> list[str]:
+    """The changelog topic of every window store saved for the raw topic under STATE_DIR.
+
+    Quix Streams keeps a store at <state dir>/<group>/<store>/<topic>/<partition>
+    and names its changelog changelog__<group>--<topic>--<store>.
+    """
+    group_dir = group_state_dir(args)
+    if not group_dir.is_dir():
+        return []
+    return [
+        f"changelog__{args.consumer_group}--{args.raw_topic}--{store.name}"
+        for store in sorted(group_dir.iterdir())
+        if (store / args.raw_topic).is_dir()
+        and any(p.is_dir() for p in (store / args.raw_topic).iterdir())
+    ]
+
+
+def check_saved_state_matches_broker(args: argparse.Namespace, broker: BrokerSettings) -> None:
+    """Refuse saved window state whose changelog topic the broker does not have.
+
+    That state belongs to a broker that was restarted empty (the embedded broker
+    keeps nothing), or to a changelog topic someone deleted. Restored, it would
+    judge new readings against old clocks, and Quix Streams would stop at the
+    first commit with InvalidChangelogOffset.
+    """
+    saved = changelogs_of_saved_state(args)
+    if not saved:
+        return
+    admin = AdminClient({**broker.librdkafka_config(), **client_logging()})
+    try:
+        topics = admin.list_topics(timeout=args.broker_timeout).topics
+    except KafkaException as exc:
+        raise BrokerUnavailable(f"could not list the topics at {broker.address}: {exc}") from None
+    for changelog in saved:
+        if changelog not in topics:
+            raise CannotRun(
+                f"the window state in {group_state_dir(args)} belongs to changelog topic "
+                f"{changelog}, which the broker at {broker.address} does not have (it was "
+                f"restarted empty, or the topic was deleted); remove {group_state_dir(args)} "
+                "and start again"
+            )
+
+
+def explain(exc: Exception, args: argparse.Namespace) -> str | None:
+    """One line saying what went wrong and what to do, for the failures we know; else None."""
+    state = group_state_dir(args)
+    if isinstance(exc, InvalidStoreChangelogOffset | InvalidChangelogOffset):
+        return (
+            f"the window state in {state} is ahead of its changelog topic at "
+            f"{args.broker_address} ({type(exc).__name__}), so it cannot be restored: remove "
+            f"{state} and start again. On the embedded broker (make broker) its high-watermark "
+            "quirk causes this: run the processor there with "
+            f"PRODUCER_CONFIG='{EMBEDDED_BROKER_PRODUCER_CONFIG}'"
+        )
+    if isinstance(exc, KeyError) and exc.args[:1] == ("retention.ms",):
+        return (
+            f"raw topic {args.raw_topic} at {args.broker_address} has no retention.ms setting, "
+            "which Quix Streams needs for the changelog topic: another client created it "
+            "without settings (the embedded broker creates any topic a client asks about, "
+            "e.g. for a producer that ran across a broker restart). Delete the topic, or "
+            "restart the embedded broker, and let the processor or producer create it"
+        )
+    if isinstance(exc, TopicConfigurationMismatch):
+        return (
+            f"raw topic {args.raw_topic} does not have as many partitions as this consumer "
+            f"group's window state ({exc}); the topic was re-created with another partition "
+            "count. Start with a new CONSUMER_GROUP, or delete that changelog topic and remove "
+            f"{state}"
+        )
+    if isinstance(exc, KafkaBrokerUnavailableError):
+        return (
+            f"the broker at {args.broker_address} has been unreachable for more than "
+            f"{args.broker_outage_timeout:g} s (BROKER_OUTAGE_TIMEOUT); start the processor "
+            "again once it is back: it resumes from its last commit"
+        )
+    if isinstance(exc, KafkaConsumerException) and exc.code == KafkaError.UNKNOWN_TOPIC_OR_PART:
+        return (
+            f"a topic this processor uses is gone from the broker at {args.broker_address} "
+            f"({exc.description}); if the broker was restarted empty, remove {state} and "
+            "start again"
+        )
+    if isinstance(exc, DeadLetterError):
+        return f"{exc}; stopped without committing past it, start again once the broker is back"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    configure_logging(args.log_level)
-    broker = BrokerSettings.from_args(args)
+    configure_logging(args.log_level, broker_address=args.broker_address)
+    raise_stopped_on_signals()  # until Quix Streams installs its own handlers
     try:
-        wait_for_broker(broker, args.broker_timeout)
-        for topic in (args.raw_topic, args.dlq_topic):
-            ensure_topic(broker, topic, args.partitions, args.broker_timeout)
-    except (BrokerUnavailable, TopicError) as exc:
+        return run(args)
+    except Stopped:
+        logger.info("Stopped before processing began")
+        return 0
+    except KeyboardInterrupt:  # a second Ctrl-C while Quix Streams was stopping
+        logger.warning("Interrupted while stopping; the last checkpoint may not be committed")
+        return 130
+    except (CannotRun, BrokerUnavailable, TopicError) as exc:
         logger.error("%s", exc)
         return 1
+
+
+def run(args: argparse.Namespace) -> int:
+    broker = BrokerSettings.from_args(args)
+    check_state_dir(args)
+    wait_for_broker(broker, args.broker_timeout)
+    partitions = ensure_topic(broker, args.raw_topic, args.partitions, args.broker_timeout)
+    if note := partitions_note(args.raw_topic, partitions, args.partitions):
+        logger.info("%s", note)
+    for topic in (args.dlq_topic, args.agg_topic):
+        ensure_topic(broker, topic, args.partitions, args.broker_timeout)
+    check_saved_state_matches_broker(args, broker)
     dead_letters = make_dead_letters(args)
     app = make_application(args, dead_letters)
-    build_pipeline(app, args, dead_letters)
+    try:
+        build_pipeline(app, args, dead_letters)
+    except (TopicConfigurationMismatch, KeyError) as exc:
+        if (line := explain(exc, args)) is None:
+            raise
+        raise CannotRun(line) from None
     logger.info(
         "Aggregating %s into %ss windows on %s (%s); dead letters to %s",
         args.raw_topic, args.window_seconds, args.agg_topic, args.processing_guarantee,
         args.dlq_topic,
     )  # fmt: skip
     with periodic_summary(dead_letters.counters, args.summary_interval):
-        app.run()
+        try:
+            app.run()
+        except Exception as exc:
+            if (line := explain(exc, args)) is None:
+                raise  # not a failure we know: the traceback is the best report
+            raise CannotRun(line) from None
     return 0
 
 

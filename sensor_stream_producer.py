@@ -36,14 +36,18 @@ from rich.progress import (
 from sensor_settings import (
     BrokerSettings,
     BrokerUnavailable,
+    Stopped,
     TopicError,
     add_broker_settings,
     add_setting,
+    client_logging,
     configure_logging,
     ensure_topic,
     non_negative_float,
     non_negative_int,
+    partitions_note,
     positive_int,
+    raise_stopped_on_signals,
     wait_for_broker,
 )
 
@@ -341,21 +345,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    configure_logging()
+    configure_logging(broker_address=args.broker_address)
     broker = BrokerSettings.from_args(args)
+    raise_stopped_on_signals()
     try:
         wait_for_broker(broker, args.broker_timeout)
-        ensure_topic(broker, args.raw_topic, args.partitions, args.broker_timeout)
+        partitions = ensure_topic(broker, args.raw_topic, args.partitions, args.broker_timeout)
+    except Stopped:
+        logger.info("Stopped before producing anything")
+        return 0
     except (BrokerUnavailable, TopicError) as exc:
         logger.error("%s", exc)
         return 1
-
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
+    if note := partitions_note(args.raw_topic, partitions, args.partitions):
+        logger.info("%s", note)
 
     producer = Producer({
         **broker.librdkafka_config(),
+        **client_logging(),
         "linger.ms": 20,
         "message.timeout.ms": int(args.delivery_timeout * 1000),
     })  # fmt: skip

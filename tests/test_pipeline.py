@@ -160,6 +160,7 @@ def test_a_quiet_sensor_keeps_its_last_window_until_it_reports_again(
             "count": 2, "min": 5.0, "max": 7.0, "mean": 6.0,
         }  # fmt: skip
         assert processor.stop(signal.SIGINT) == 0
+    assert "Traceback" not in processor.output()
 
 
 BAD_MESSAGES: list[tuple[str | None, bytes]] = [
@@ -269,5 +270,8 @@ def test_missing_broker_is_one_clear_line(script: str) -> None:
     errors = [line for line in result.stderr.splitlines() if "ERROR" in line]
     assert len(errors) == 1, result.stderr
     assert address in errors[0]
-    assert "docker compose up -d" in errors[0]
-    assert "make demo" in errors[0]
+    # Issue 9, item 4: what fits each setup, all on that one line.
+    for way in ("`docker compose up -d` (Redpanda", "`make broker` (embedded, no Docker)",
+                "`make kafka` (Apache Kafka"):  # fmt: skip
+        assert way in errors[0]
+    assert "Traceback" not in result.stderr

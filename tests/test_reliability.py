@@ -258,6 +258,7 @@ def test_restart_mid_stream_loses_no_window(
         records = read_to_end(broker_address, names.agg, isolation=isolation)
         assert second.stop() == 0
     assert f'processing_guarantee="{guarantee}"' in second.output()  # transactions were on
+    assert "Traceback" not in first.output() + second.output()
 
     if guarantee == "exactly-once":
         windows = as_windows(records)  # fails on any window seen twice
@@ -381,6 +382,8 @@ def test_producer_delivers_what_it_accepted_while_the_broker_was_away(
     during = [r for r in records if outage_started <= r.timestamp_ms < outage_ended]
     assert len(during) >= 50  # 2 s at 50 readings/s, held and retried
     assert "(0 failed)" in producer.output()
+    assert "Traceback" not in producer.output()
+    assert producer.output().count(f"Lost the broker at {address}") == 1  # not one per retry
 
 
 def test_producer_reports_what_it_could_not_deliver(
@@ -401,6 +404,7 @@ def test_producer_reports_what_it_could_not_deliver(
     delivered, produced, failed = map(int, summary.groups())
     assert failed > 0
     assert delivered + failed == produced
+    assert "Traceback" not in producer.output()
 
 
 # --- Secured clusters -------------------------------------------------------------
