@@ -64,7 +64,8 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ORIGIN_MS = 1_704_067_200_000
 # Explicit retention: the embedded broker reports only the configs given at
 # creation, and Quix Streams reads retention.ms when it derives changelog topics.
-RETENTION = {"retention.ms": str(7 * 24 * 3600 * 1000), "retention.bytes": "-1"}
+# Unlimited: Kafka would delete readings stamped in 2024 at its next retention check.
+RETENTION = {"retention.ms": "-1", "retention.bytes": "-1"}
 
 
 class BenchmarkError(RuntimeError):
