@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
+from typing import Any
 
 from launcher import BrokerProcess, BrokerStartError, serve_in_foreground
 
@@ -48,14 +48,9 @@ class EmbeddedBroker(BrokerProcess):
     name = "embedded broker"
 
     def __init__(
-        self,
-        port: int | None = None,
-        *,
-        log_path: Path | None = None,
-        extra_args: list[str] | None = None,
-        start_timeout: float = 15.0,
+        self, port: int | None = None, *, extra_args: list[str] | None = None, **options: Any
     ) -> None:
-        super().__init__(port, log_path=log_path, start_timeout=start_timeout)
+        super().__init__(port, **options)
         self.extra_args = extra_args or []
 
     def command(self) -> list[str]:

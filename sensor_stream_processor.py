@@ -17,78 +17,101 @@ counting as readings, so the last window closes when the producer stops.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
+import signal
 import sys
 import tempfile
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, NotRequired, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 import orjson
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import KafkaError, Producer
 from confluent_kafka.admin import AdminClient
+from pydantic import Field, Json, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 from quixstreams import Application
 from quixstreams.dataframe import StreamingDataFrame
 from quixstreams.kafka.exceptions import KafkaBrokerUnavailableError, KafkaConsumerException
-from quixstreams.models import Deserializer, SerializationContext, TimestampType
-from quixstreams.models.topics.exceptions import TopicConfigurationMismatch
+from quixstreams.models import Deserializer, SerializationContext, TimestampType, TopicConfig
+from quixstreams.models.topics.exceptions import TopicConfigurationMismatch, TopicNotFoundError
 from quixstreams.state.exceptions import InvalidChangelogOffset, InvalidStoreChangelogOffset
 
-from sensor_settings import (
-    BrokerSettings,
+from kafka_io import (
+    TOPIC_RETENTION,
+    BrokerOutageLog,
     BrokerUnavailable,
-    Stopped,
     TopicError,
-    add_broker_settings,
-    add_setting,
     client_logging,
-    configure_logging,
     ensure_topic,
-    json_object,
-    non_negative_float,
-    partitions_note,
-    positive_int,
-    raise_stopped_on_signals,
-    raw_topic_config,
     wait_for_broker,
 )
+from sensor_settings import LogLevel, RawTopicSettings, configure_logging, load_settings
 
 logger = logging.getLogger("sensor_stream_processor")
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
 # What the processor needs on the embedded broker (embedded_broker.PROCESSOR_PRODUCER_CONFIG).
 EMBEDDED_BROKER_PRODUCER_CONFIG = '{"batch.num.messages": 1}'
+
+
+class ProcessorSettings(RawTopicSettings):
+    """Aggregate raw temperature readings into tumbling windows per sensor."""
+
+    agg_topic: str = Field("agg-temperature", description="topic of window aggregates")
+    dlq_topic: str = Field("", description="dead-letter topic; default <raw topic>-dlq")
+    consumer_group: str = Field(
+        "quix-stream-processor", description="processors in one group share the partitions"
+    )
+    window_seconds: PositiveInt = Field(10, description="window length")
+    grace_seconds: NonNegativeInt = Field(
+        1, description="how long past a window's end a reading may still arrive"
+    )
+    auto_offset_reset: Literal["earliest", "latest"] = Field(
+        "earliest", description="where a new consumer group starts"
+    )
+    state_dir: Path = Field(Path("state"), description="local directory for window state")
+    processing_guarantee: Literal["at-least-once", "exactly-once"] = Field(
+        "at-least-once", description="exactly-once uses Kafka transactions"
+    )
+    exactly_once: bool = Field(False, description="same as --processing-guarantee exactly-once")
+    commit_interval: float = Field(
+        5.0, ge=0, description="seconds between commits (and transactions, with exactly-once)"
+    )
+    producer_config: Json[dict[str, Any]] = Field(
+        "{}", description="extra librdkafka settings for the output producer, a JSON object"
+    )
+    summary_interval: PositiveFloat = Field(60.0, description="seconds between counter summaries")
+    broker_outage_timeout: float = Field(
+        120.0, ge=0, description="seconds the broker may be away mid-run before we stop; 0 = never"
+    )
+    log_level: LogLevel = Field("INFO", description="logging level")
+
+    @model_validator(mode="after")
+    def fill_in(self) -> ProcessorSettings:
+        self.dlq_topic = self.dlq_topic or f"{self.raw_topic}-dlq"
+        if self.exactly_once:
+            self.processing_guarantee = "exactly-once"
+        return self
+
+    @property
+    def group_state_dir(self) -> Path:
+        """Where Quix Streams keeps this consumer group's window state."""
+        return self.state_dir / self.consumer_group
+
+
+# --- Validation: bytes in, a checked reading out -------------------------------
 
 
 class Reading(TypedDict):
     ts: str
     value: NotRequired[float]  # absent in a watermark
     watermark: NotRequired[bool]
-
-
-class WindowStats(TypedDict):
-    count: int  # 0 for a window that only a watermark has touched
-    min: float | None
-    max: float | None
-    sum: float
-    # Neumaier compensation: the low-order bits that `sum` lost, so the mean
-    # stays accurate even when large and small readings mix.
-    compensation: float
-
-
-class CannotRun(RuntimeError):
-    """The processor cannot start or go on; the message says why and what to do."""
-
-
-class DeadLetterError(RuntimeError):
-    """A dead letter could not be written, so the processor must not commit past it."""
 
 
 class InvalidReading(ValueError):
@@ -98,9 +121,6 @@ class InvalidReading(ValueError):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
-
-
-# --- Validation: bytes in, a checked reading out -------------------------------
 
 
 def parse_reading(payload: bytes) -> Reading:
@@ -126,26 +146,34 @@ def is_watermark(reading: Reading) -> bool:
     return reading.get("watermark") is True
 
 
-class ReadingDeserializer(Deserializer):
-    """Parses each message and remembers its bytes and headers.
+class CurrentMessage:
+    """The raw bytes and headers of the message being processed.
 
-    Quix Streams deserializes one message and runs the whole dataframe on it
-    before it polls the next, so the steps after this one can dead-letter the
-    current message exactly as it arrived.
+    It is safe to keep them here: Quix Streams runs the whole dataframe on one
+    message before it polls the next, so later steps see the message they handle.
     """
+
+    payload: bytes = b""
+    headers: Any = None
+
+
+class ReadingDeserializer(Deserializer):
+    """Parses each message, counts it, and keeps it as the CurrentMessage."""
 
     def __init__(self, counters: Counter[str]) -> None:
         super().__init__()
         self.counters = counters
-        self.current: tuple[bytes, Any] = (b"", None)
 
     def __call__(self, value: bytes, ctx: SerializationContext) -> Reading:
-        self.current = (value, ctx.headers)
+        CurrentMessage.payload, CurrentMessage.headers = value, ctx.headers
         self.counters["processed"] += 1
         reading = parse_reading(value)
         if is_watermark(reading):
             self.counters["watermarks"] += 1
         return reading
+
+
+# --- Event time: the payload's `ts`, to the millisecond -------------------------
 
 
 def parse_event_time(ts: object) -> int:
@@ -172,6 +200,16 @@ def extract_event_time(
 
 
 # --- Aggregation: the window's initializer and reducer --------------------------
+
+
+class WindowStats(TypedDict):
+    count: int  # 0 for a window that only a watermark has touched
+    min: float | None
+    max: float | None
+    sum: float
+    # Neumaier compensation: the low-order bits that `sum` lost, so the mean
+    # stays accurate even when large and small readings mix.
+    compensation: float
 
 
 def initialize_stats(reading: Reading) -> WindowStats:
@@ -201,6 +239,9 @@ def add_reading(stats: WindowStats, reading: Reading) -> WindowStats:
     }
 
 
+# --- Output: one message per closed window ---------------------------------------
+
+
 def has_readings(window: dict[str, Any]) -> bool:
     """A window that only watermarks touched is not emitted."""
     return window["value"]["count"] > 0
@@ -221,53 +262,61 @@ def summarize_window(window: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-# --- What happens to readings that cannot be aggregated ------------------------
-
-
 def format_ms(epoch_ms: int) -> str:
     return (EPOCH + timedelta(milliseconds=epoch_ms)).isoformat(timespec="milliseconds")
 
 
-def dead_letter_headers(headers: Any, reason: str, detail: str) -> list[tuple[str, bytes]]:
-    """The original headers, plus why the message could not be used."""
-    kept = [(k, v) for k, v in (headers or []) if k not in ("error", "error_detail")]
-    return [*kept, ("error", reason.encode()), ("error_detail", detail.encode())]
+def log_aggregate(value: dict[str, Any], key: str, timestamp: int, headers: Any) -> None:
+    if logger.isEnabledFor(logging.INFO):  # skip formatting the times when nobody reads them
+        t = value["temperature"]
+        logger.info(
+            "%s [%s, %s) count=%d min=%.2f max=%.2f mean=%.4f",
+            key, format_ms(value["start"]), format_ms(value["end"]),
+            t["count"], t["min"], t["max"], t["mean"],
+        )  # fmt: skip
 
 
-class DeadLetters:
-    """Sends unusable messages, unchanged, to the dead-letter topic, and counts them.
+# --- Dead letters: what cannot be aggregated goes, unchanged, to its own topic ---
 
-    Each send is flushed before the processor moves on, so the raw message's
-    offset is never committed before its dead letter is on the broker.
+
+class DeadLetterError(RuntimeError):
+    """A dead letter could not be written, so the processor must not commit past it."""
+
+
+class DeadLetterSink:
+    """Produces one dead letter and waits until the broker has it.
+
+    Flushing each one means the raw message's offset is never committed before
+    its dead letter is safe.
     """
 
-    def __init__(self, producer: Producer, topic: str, deserializer: ReadingDeserializer) -> None:
-        self.producer = producer
-        self.topic = topic
-        self.deserializer = deserializer
-        self.counters = deserializer.counters
+    def __init__(self, producer: Producer, topic: str, counters: Counter[str]) -> None:
+        self.producer, self.topic, self.counters = producer, topic, counters
 
-    def send(self, key: bytes | None, value: bytes, headers: Any, reason: str, detail: str) -> None:
+    def send(self, key: bytes | None, headers: Any, reason: str, detail: str, *, value: bytes = b"",
+             extra: list[tuple[str, bytes]] = ()) -> None:  # fmt: skip
         failures: list[KafkaError] = []
-
-        def on_delivery(err: KafkaError | None, msg: Message) -> None:
-            if err is not None:
-                failures.append(err)
-
+        kept = [(k, v) for k, v in (headers or []) if k not in ("error", "error_detail")]
         self.producer.produce(
             self.topic,
             key=key,
             value=value,
-            headers=dead_letter_headers(headers, reason, detail),
-            on_delivery=on_delivery,
+            headers=[*kept, *extra, ("error", reason.encode()), ("error_detail", detail.encode())],
+            on_delivery=lambda err, msg: failures.append(err) if err else None,
         )
-        # Stop rather than commit past a message whose dead letter is not safe.
         if self.producer.flush(30) > 0 or failures:
             raise DeadLetterError(
                 f"could not write to dead-letter topic {self.topic}: "
                 f"{'; '.join(f.str() for f in failures) or 'not delivered within 30 s'}"
             )
         self.counters[f"dead-lettered {reason}"] += 1
+
+
+class DeadLetterCallbacks:
+    """The three places Quix Streams hands us a message it cannot aggregate."""
+
+    def __init__(self, sink: DeadLetterSink) -> None:
+        self.sink = sink
 
     def on_consumer_error(self, exc: Exception, message: Any, _logger: logging.Logger) -> bool:
         """Bad bytes, JSON or fields: dead-letter and go on. Anything else stops the app."""
@@ -277,37 +326,40 @@ class DeadLetters:
             "Dead-lettered %s[%s]@%s key=%r: %s",
             message.topic(), message.partition(), message.offset(), message.key(), exc,
         )  # fmt: skip
-        self.send(message.key(), message.value(), message.headers(), exc.reason, exc.detail)
+        value = message.value() or b""
+        self.sink.send(message.key(), message.headers(), exc.reason, exc.detail, value=value)
         return True
 
     def keep_if_keyed(self, value: Reading, key: str | None, timestamp: int, headers: Any) -> bool:
         if key:
             return True
         logger.warning("Dead-lettered a reading without a sensor key: %s", value)
-        payload, headers = self.deserializer.current
-        self.send(None, payload, headers, "no-key", "the message has no key (sensor id)")
+        self.sink.send(None, CurrentMessage.headers, "no-key", "the message has no key (sensor id)",
+                       value=CurrentMessage.payload)  # fmt: skip
         return False
 
-    def on_late(
-        self, value: Reading, key: str, timestamp_ms: int, late_by_ms: int, start: int, end: int,
-        name: str, topic: str, partition: int, offset: int,
-    ) -> bool:  # fmt: skip
+    def on_late(self, value: Reading, key: str, timestamp_ms: int, late_by_ms: int, start: int,
+                end: int, *where: Any) -> bool:  # fmt: skip
+        """Quix passes (name, topic, partition, offset) as `where`."""
         if is_watermark(value):
             return False  # an old watermark says nothing new
         detail = (
             f"reading at {format_ms(timestamp_ms)} is {late_by_ms} ms late for window "
             f"[{format_ms(start)}, {format_ms(end)}) of {key}"
         )
-        logger.warning("Dead-lettered late reading %s[%s]@%s: %s", topic, partition, offset, detail)
-        payload, headers = self.deserializer.current
-        headers = [*(headers or []), ("window_start", str(start).encode()),
-                   ("window_end", str(end).encode())]  # fmt: skip
-        self.send(key.encode(), payload, headers, "late", detail)
+        logger.warning("Dead-lettered late reading %s[%s]@%s: %s", *where[1:], detail)
+        window = [("window_start", str(start).encode()), ("window_end", str(end).encode())]
+        self.sink.send(key.encode(), CurrentMessage.headers, "late", detail,
+                       value=CurrentMessage.payload, extra=window)  # fmt: skip
         return False  # logged here; Quix Streams need not
 
-    def count_window(self, window: dict[str, Any]) -> None:
-        self.counters["windows emitted"] += 1
-        self.counters["aggregated"] += window["temperature"]["count"]
+
+# --- Counters: what happened, every SUMMARY_INTERVAL and at the end ---------------
+
+
+def count_window(counters: Counter[str], window: dict[str, Any]) -> None:
+    counters["windows emitted"] += 1
+    counters["aggregated"] += window["temperature"]["count"]
 
 
 def format_counters(counters: Counter[str]) -> str:
@@ -335,343 +387,187 @@ def periodic_summary(counters: Counter[str], interval: float) -> Iterator[None]:
         logger.info("Final summary: %s", format_counters(counters))
 
 
-def log_aggregate(value: dict[str, Any], key: str, timestamp: int, headers: Any) -> None:
-    if not logger.isEnabledFor(logging.INFO):
-        return  # skip formatting the times when nobody reads them
-    t = value["temperature"]
-    logger.info(
-        "%s [%s, %s) count=%d min=%.2f max=%.2f mean=%.4f",
-        key,
-        format_ms(value["start"]),
-        format_ms(value["end"]),
-        t["count"],
-        t["min"],
-        t["max"],
-        t["mean"],
-    )
+# --- When things go wrong: one line saying what happened and what to do ----------
 
 
-# --- Wiring ---------------------------------------------------------------------
+class CannotRun(RuntimeError):
+    """The processor cannot start or go on; the message says why and what to do."""
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description="Aggregate raw temperature readings into tumbling windows per sensor.",
-    )
-    add_broker_settings(parser)
-    add_setting(parser, "--agg-topic", "AGG_TOPIC", "agg-temperature", "topic of window aggregates")
-    add_setting(
-        parser,
-        "--consumer-group",
-        "CONSUMER_GROUP",
-        "quix-stream-processor",
-        "consumer group; processors in one group share the partitions",
-    )
-    add_setting(
-        parser, "--window-seconds", "WINDOW_SECONDS", 10, "window length", type=positive_int
-    )
-    add_setting(
-        parser,
-        "--grace-seconds",
-        "GRACE_SECONDS",
-        1,
-        "how long past a window's end a reading may still arrive",
-        type=int,
-    )
-    add_setting(
-        parser,
-        "--auto-offset-reset",
-        "AUTO_OFFSET_RESET",
-        "earliest",
-        "where a new consumer group starts",
-        choices=("earliest", "latest"),
-    )
-    add_setting(parser, "--state-dir", "STATE_DIR", "state", "local directory for window state")
-    add_setting(
-        parser,
-        "--log-level",
-        "LOG_LEVEL",
-        "INFO",
-        "logging level",
-        type=str.upper,
-        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
-    )
-    add_setting(
-        parser,
-        "--dlq-topic",
-        "DLQ_TOPIC",
-        None,
-        "dead-letter topic for unusable and late messages; default <raw topic>-dlq",
-    )
-    add_setting(
-        parser,
-        "--processing-guarantee",
-        "PROCESSING_GUARANTEE",
-        "at-least-once",
-        "at-least-once, or exactly-once with Kafka transactions",
-        choices=("at-least-once", "exactly-once"),
-    )
-    parser.add_argument(
-        "--exactly-once",
-        dest="processing_guarantee",
-        action="store_const",
-        const="exactly-once",
-        help="same as --processing-guarantee exactly-once",
-    )
-    add_setting(
-        parser,
-        "--commit-interval",
-        "COMMIT_INTERVAL",
-        5.0,
-        "seconds between commits (and transactions, with exactly-once)",
-        type=non_negative_float,
-    )
-    add_setting(
-        parser,
-        "--producer-config",
-        "PRODUCER_CONFIG",
-        "{}",
-        "extra librdkafka settings for the output and changelog producer, as a JSON object",
-        type=json_object,
-    )
-    add_setting(
-        parser,
-        "--summary-interval",
-        "SUMMARY_INTERVAL",
-        60.0,
-        "seconds between counter summaries in the log",
-        type=non_negative_float,
-    )
-    add_setting(
-        parser,
-        "--broker-outage-timeout",
-        "BROKER_OUTAGE_TIMEOUT",
-        120.0,
-        "seconds the broker may be unreachable mid-run before the processor stops; 0 = never",
-        type=non_negative_float,
-    )
-    args = parser.parse_args(argv)
-    if args.grace_seconds < 0:
-        parser.error("--grace-seconds must be zero or more")
-    if args.summary_interval <= 0:
-        parser.error("--summary-interval must be more than zero")
-    args.dlq_topic = args.dlq_topic or f"{args.raw_topic}-dlq"
-    return args
-
-
-def make_application(args: argparse.Namespace, dead_letters: DeadLetters) -> Application:
-    broker = BrokerSettings.from_args(args)
-    return Application(
-        broker_address=broker.connection(),
-        consumer_group=args.consumer_group,
-        auto_offset_reset=args.auto_offset_reset,
-        state_dir=args.state_dir,
-        processing_guarantee=args.processing_guarantee,
-        commit_interval=args.commit_interval,
-        on_consumer_error=dead_letters.on_consumer_error,
-        # A 6 s session keeps group joins and failover quick on any broker.
-        consumer_extra_config={"session.timeout.ms": 6000, "heartbeat.interval.ms": 1500},
-        producer_extra_config=args.producer_config,
-        broker_availability_timeout=args.broker_outage_timeout,
-        loglevel=None,  # use our log format
-    )
-
-
-def make_dead_letters(args: argparse.Namespace) -> DeadLetters:
-    broker = BrokerSettings.from_args(args)
-    producer = Producer(
-        {**broker.librdkafka_config(), **client_logging(), "enable.idempotence": True}
-    )
-    return DeadLetters(producer, args.dlq_topic, ReadingDeserializer(Counter()))
-
-
-def build_pipeline(
-    app: Application, args: argparse.Namespace, dead_letters: DeadLetters
-) -> StreamingDataFrame:
-    """Raw topic -> tumbling window reduce -> agg topic; shared with the benchmarks."""
-    topic_config = raw_topic_config(args.partitions)
-    raw = app.topic(
-        args.raw_topic,
-        key_deserializer="string",
-        value_deserializer=dead_letters.deserializer,
-        timestamp_extractor=extract_event_time,
-        config=topic_config,
-    )
-    aggregates = app.topic(
-        args.agg_topic, key_serializer="string", value_serializer="json", config=topic_config
-    )
-    sdf = app.dataframe(raw)
-    sdf = sdf.filter(dead_letters.keep_if_keyed, metadata=True)
-    sdf = sdf.tumbling_window(
-        timedelta(seconds=args.window_seconds),
-        grace_ms=timedelta(seconds=args.grace_seconds),
-        on_late=dead_letters.on_late,
-    )
-    # Close windows per sensor: a reading is late only against its own sensor's clock.
-    sdf = sdf.reduce(reducer=add_reading, initializer=initialize_stats)
-    sdf = sdf.final(closing_strategy="key")
-    sdf = sdf.filter(has_readings)
-    sdf = sdf.apply(summarize_window)
-    sdf = sdf.update(log_aggregate, metadata=True)
-    sdf = sdf.update(dead_letters.count_window)
-    sdf = sdf.to_topic(aggregates)
-    return sdf
-
-
-# --- When things go wrong: checks before the start, and one line for each failure ---
-
-
-def check_state_dir(args: argparse.Namespace) -> None:
+def check_state_dir(settings: ProcessorSettings) -> None:
     """Fail now, in one line, if the window state cannot be written under STATE_DIR."""
     try:
-        Path(args.state_dir).mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=args.state_dir):
-            pass
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=settings.state_dir).close()
     except OSError as exc:
         raise CannotRun(
-            f"cannot write window state under STATE_DIR {args.state_dir} "
+            f"cannot write window state under STATE_DIR {settings.state_dir} "
             f"({exc.strerror or exc}); set STATE_DIR or --state-dir to a writable directory"
         ) from None
 
 
-def group_state_dir(args: argparse.Namespace) -> Path:
-    """Where Quix Streams keeps this consumer group's window state."""
-    return Path(args.state_dir) / args.consumer_group
-
-
-def changelogs_of_saved_state(args: argparse.Namespace) -> list[str]:
-    """The changelog topic of every window store saved for the raw topic under STATE_DIR.
-
-    Quix Streams keeps a store at <state dir>/<group>/<store>/<topic>/<partition>
-    and names its changelog changelog__<group>--<topic>--<store>.
-    """
-    group_dir = group_state_dir(args)
-    if not group_dir.is_dir():
-        return []
-    return [
-        f"changelog__{args.consumer_group}--{args.raw_topic}--{store.name}"
-        for store in sorted(group_dir.iterdir())
-        if (store / args.raw_topic).is_dir()
-        and any(p.is_dir() for p in (store / args.raw_topic).iterdir())
-    ]
-
-
-def check_saved_state_matches_broker(args: argparse.Namespace, broker: BrokerSettings) -> None:
+def check_saved_state_matches_broker(settings: ProcessorSettings) -> None:
     """Refuse saved window state whose changelog topic the broker does not have.
 
     That state belongs to a broker that was restarted empty (the embedded broker
     keeps nothing), or to a changelog topic someone deleted. Restored, it would
-    judge new readings against old clocks, and Quix Streams would stop at the
-    first commit with InvalidChangelogOffset.
+    judge new readings against old clocks. Quix Streams keeps a store at
+    <state dir>/<group>/<store>/<topic>/<partition>, with the changelog
+    changelog__<group>--<topic>--<store>.
     """
-    saved = changelogs_of_saved_state(args)
+    group_dir, raw = settings.group_state_dir, settings.raw_topic
+    stores = sorted(group_dir.iterdir()) if group_dir.is_dir() else []
+    saved = [s.name for s in stores if (s / raw).is_dir() and any((s / raw).iterdir())]
     if not saved:
         return
-    admin = AdminClient({**broker.librdkafka_config(), **client_logging()})
-    try:
-        topics = admin.list_topics(timeout=args.broker_timeout).topics
-    except KafkaException as exc:
-        raise BrokerUnavailable(f"could not list the topics at {broker.address}: {exc}") from None
-    for changelog in saved:
-        if changelog not in topics:
+    topics = AdminClient(settings.librdkafka_config()).list_topics(timeout=30).topics
+    for store in saved:
+        if (changelog := f"changelog__{settings.consumer_group}--{raw}--{store}") not in topics:
             raise CannotRun(
-                f"the window state in {group_state_dir(args)} belongs to changelog topic "
-                f"{changelog}, which the broker at {broker.address} does not have (it was "
-                f"restarted empty, or the topic was deleted); remove {group_state_dir(args)} "
-                "and start again"
+                f"the window state in {group_dir} belongs to changelog topic {changelog}, "
+                f"which the broker at {settings.broker_address} does not have (it was restarted "
+                f"empty, or the topic was deleted); remove {group_dir} and start again"
             )
 
 
-def explain(exc: Exception, args: argparse.Namespace) -> str | None:
-    """One line saying what went wrong and what to do, for the failures we know; else None."""
-    state = group_state_dir(args)
+def explain(exc: Exception, settings: ProcessorSettings) -> str | None:
+    """One line for the failures we know, else None (a traceback is the better report)."""
+    state, at = settings.group_state_dir, settings.broker_address
     if isinstance(exc, InvalidStoreChangelogOffset | InvalidChangelogOffset):
         return (
-            f"the window state in {state} is ahead of its changelog topic at "
-            f"{args.broker_address} ({type(exc).__name__}), so it cannot be restored: remove "
-            f"{state} and start again. On the embedded broker (make broker) its high-watermark "
-            "quirk causes this: run the processor there with "
-            f"PRODUCER_CONFIG='{EMBEDDED_BROKER_PRODUCER_CONFIG}'"
+            f"the window state in {state} is ahead of its changelog topic at {at} "
+            f"({type(exc).__name__}), so it cannot be restored: remove {state} and start again. "
+            "On the embedded broker (make broker) its high-watermark quirk causes this: run "
+            f"the processor there with PRODUCER_CONFIG='{EMBEDDED_BROKER_PRODUCER_CONFIG}'"
         )
     if isinstance(exc, KeyError) and exc.args[:1] == ("retention.ms",):
         return (
-            f"raw topic {args.raw_topic} at {args.broker_address} has no retention.ms setting, "
-            "which Quix Streams needs for the changelog topic: another client created it "
-            "without settings (the embedded broker creates any topic a client asks about, "
-            "e.g. for a producer that ran across a broker restart). Delete the topic, or "
-            "restart the embedded broker, and let the processor or producer create it"
+            f"raw topic {settings.raw_topic} at {at} has no retention.ms setting, which Quix "
+            "Streams needs for the changelog topic: another client created it without "
+            "settings (the embedded broker creates any topic a client asks about). Delete the "
+            "topic, or restart the embedded broker, and let the processor or producer create it"
         )
     if isinstance(exc, TopicConfigurationMismatch):
         return (
-            f"raw topic {args.raw_topic} does not have as many partitions as this consumer "
+            f"raw topic {settings.raw_topic} does not have as many partitions as this consumer "
             f"group's window state ({exc}); the topic was re-created with another partition "
-            "count. Start with a new CONSUMER_GROUP, or delete that changelog topic and remove "
-            f"{state}"
+            f"count. Start with a new CONSUMER_GROUP, or delete that changelog topic and "
+            f"remove {state}"
         )
     if isinstance(exc, KafkaBrokerUnavailableError):
         return (
-            f"the broker at {args.broker_address} has been unreachable for more than "
-            f"{args.broker_outage_timeout:g} s (BROKER_OUTAGE_TIMEOUT); start the processor "
-            "again once it is back: it resumes from its last commit"
+            f"the broker at {at} has been unreachable for more than "
+            f"{settings.broker_outage_timeout:g} s (BROKER_OUTAGE_TIMEOUT); start the "
+            "processor again once it is back: it resumes from its last commit"
         )
     if isinstance(exc, KafkaConsumerException) and exc.code == KafkaError.UNKNOWN_TOPIC_OR_PART:
         return (
-            f"a topic this processor uses is gone from the broker at {args.broker_address} "
-            f"({exc.description}); if the broker was restarted empty, remove {state} and "
-            "start again"
+            f"a topic this processor uses is gone from the broker at {at} ({exc.description}); "
+            f"if the broker was restarted empty, remove {state} and start again"
         )
     if isinstance(exc, DeadLetterError):
         return f"{exc}; stopped without committing past it, start again once the broker is back"
     return None
 
 
+# --- The pipeline, and main() ----------------------------------------------------
+
+
+def build_pipeline(
+    app: Application, settings: ProcessorSettings, counters: Counter[str], dead: DeadLetterCallbacks
+) -> StreamingDataFrame:
+    """Raw topic -> tumbling window reduce per sensor -> aggregate topic."""
+    config = TopicConfig(settings.partitions, 1, extra_config=dict(TOPIC_RETENTION))
+    raw = app.topic(
+        settings.raw_topic,
+        key_deserializer="string",
+        value_deserializer=ReadingDeserializer(counters),
+        timestamp_extractor=extract_event_time,  # attached before the dataframe is built
+        config=config,
+    )
+    aggregates = app.topic(
+        settings.agg_topic, key_serializer="string", value_serializer="json", config=config
+    )
+    sdf = app.dataframe(raw)
+    sdf = sdf.filter(dead.keep_if_keyed, metadata=True)
+    sdf = sdf.tumbling_window(
+        timedelta(seconds=settings.window_seconds),
+        grace_ms=timedelta(seconds=settings.grace_seconds),
+        on_late=dead.on_late,
+    )
+    sdf = sdf.reduce(reducer=add_reading, initializer=initialize_stats)
+    # Close windows per sensor: a reading is late only against its own sensor's clock.
+    sdf = sdf.final(closing_strategy="key")
+    sdf = sdf.filter(has_readings).apply(summarize_window)
+    sdf = sdf.update(log_aggregate, metadata=True).update(lambda w: count_window(counters, w))
+    return sdf.to_topic(aggregates)
+
+
+def build_application(
+    settings: ProcessorSettings, counters: Counter[str], dead: DeadLetterCallbacks
+) -> Application:
+    """The Application with its pipeline, built again while the broker does not yet
+    list the changelog topic Quix Streams has just created (Kafka can lag a moment)."""
+    deadline = time.monotonic() + settings.broker_timeout
+    while True:
+        app = Application(
+            broker_address=settings.connection(),
+            consumer_group=settings.consumer_group,
+            auto_offset_reset=settings.auto_offset_reset,
+            state_dir=settings.state_dir,
+            processing_guarantee=settings.processing_guarantee,
+            commit_interval=settings.commit_interval,
+            on_consumer_error=dead.on_consumer_error,
+            # A 6 s session keeps group joins and failover quick on any broker.
+            consumer_extra_config={"session.timeout.ms": 6000, "heartbeat.interval.ms": 1500},
+            producer_extra_config=settings.producer_config,
+            broker_availability_timeout=settings.broker_outage_timeout,
+            loglevel=None,  # use our log format
+        )
+        try:
+            build_pipeline(app, settings, counters, dead)
+            return app
+        except TopicNotFoundError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    configure_logging(args.log_level, broker_address=args.broker_address)
-    raise_stopped_on_signals()  # until Quix Streams installs its own handlers
+    settings = load_settings(ProcessorSettings, argv)
+    configure_logging(settings.log_level, BrokerOutageLog(settings.broker_address))
+    for signum in (signal.SIGINT, signal.SIGTERM):  # until Quix Streams installs its own
+        signal.signal(signum, signal.default_int_handler)
+    counters: Counter[str] = Counter()
     try:
-        return run(args)
-    except Stopped:
-        logger.info("Stopped before processing began")
+        check_state_dir(settings)
+        wait_for_broker(settings, settings.broker_timeout)
+        for topic in (settings.raw_topic, settings.dlq_topic, settings.agg_topic):
+            ensure_topic(settings, topic, settings.partitions, settings.broker_timeout)
+        check_saved_state_matches_broker(settings)
+        producer = Producer(
+            {**settings.librdkafka_config(), **client_logging(), "enable.idempotence": True}
+        )
+        dead = DeadLetterCallbacks(DeadLetterSink(producer, settings.dlq_topic, counters))
+        app = build_application(settings, counters, dead)
+        logger.info(
+            "Aggregating %s into %ss windows on %s (%s); dead letters to %s",
+            settings.raw_topic, settings.window_seconds, settings.agg_topic,
+            settings.processing_guarantee, settings.dlq_topic,
+        )  # fmt: skip
+        with periodic_summary(counters, settings.summary_interval):
+            app.run()
+    except KeyboardInterrupt:  # Ctrl-C before Quix Streams ran, or a second one as it stopped
+        logger.info("Stopped before processing began" if not counters else "Stopped")
         return 0
-    except KeyboardInterrupt:  # a second Ctrl-C while Quix Streams was stopping
-        logger.warning("Interrupted while stopping; the last checkpoint may not be committed")
-        return 130
     except (CannotRun, BrokerUnavailable, TopicError) as exc:
         logger.error("%s", exc)
         return 1
-
-
-def run(args: argparse.Namespace) -> int:
-    broker = BrokerSettings.from_args(args)
-    check_state_dir(args)
-    wait_for_broker(broker, args.broker_timeout)
-    partitions = ensure_topic(broker, args.raw_topic, args.partitions, args.broker_timeout)
-    if note := partitions_note(args.raw_topic, partitions, args.partitions):
-        logger.info("%s", note)
-    for topic in (args.dlq_topic, args.agg_topic):
-        ensure_topic(broker, topic, args.partitions, args.broker_timeout)
-    check_saved_state_matches_broker(args, broker)
-    dead_letters = make_dead_letters(args)
-    app = make_application(args, dead_letters)
-    try:
-        build_pipeline(app, args, dead_letters)
-    except (TopicConfigurationMismatch, KeyError) as exc:
-        if (line := explain(exc, args)) is None:
-            raise
-        raise CannotRun(line) from None
-    logger.info(
-        "Aggregating %s into %ss windows on %s (%s); dead letters to %s",
-        args.raw_topic, args.window_seconds, args.agg_topic, args.processing_guarantee,
-        args.dlq_topic,
-    )  # fmt: skip
-    with periodic_summary(dead_letters.counters, args.summary_interval):
-        try:
-            app.run()
-        except Exception as exc:
-            if (line := explain(exc, args)) is None:
-                raise  # not a failure we know: the traceback is the best report
-            raise CannotRun(line) from None
+    except Exception as exc:
+        if (line := explain(exc, settings)) is None:
+            raise  # not a failure we know: the traceback is the best report
+        logger.error("%s", line)
+        return 1
     return 0
 
 

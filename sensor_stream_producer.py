@@ -9,7 +9,6 @@ keyed by sensor id, with the Kafka timestamp set to the reading's time.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import random
 import signal
@@ -23,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 from confluent_kafka import KafkaError, Message, Producer
+from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -33,25 +33,39 @@ from rich.progress import (
     TextColumn,
 )
 
-from sensor_settings import (
-    BrokerSettings,
-    BrokerUnavailable,
-    Stopped,
-    TopicError,
-    add_broker_settings,
-    add_setting,
-    client_logging,
-    configure_logging,
-    ensure_topic,
-    non_negative_float,
-    non_negative_int,
-    partitions_note,
-    positive_int,
-    raise_stopped_on_signals,
-    wait_for_broker,
-)
+import kafka_io
+from sensor_settings import RawTopicSettings, configure_logging, load_settings
 
 logger = logging.getLogger("sensor_stream_producer")
+
+
+class ProducerSettings(RawTopicSettings):
+    """Produce synthetic temperature readings to the raw topic."""
+
+    count: NonNegativeInt = Field(
+        1000, description="readings to produce, history included; 0 = until stopped"
+    )
+    sensors: PositiveInt = Field(5, description="number of sensors, Sensor1..SensorN")
+    rate: NonNegativeFloat = Field(
+        4.0, description="readings per second over all sensors; 0 = as fast as the broker takes"
+    )
+    seed: int | None = Field(None, description="random seed for a repeatable stream")
+    backfill_seconds: NonNegativeFloat = Field(
+        0.0, description="first produce this many seconds of history, as fast as possible"
+    )
+    idle_watermark_seconds: NonNegativeFloat = Field(
+        5.0, description="after this long without a reading, a watermark per sensor; 0 = never"
+    )
+    final_watermark_seconds: NonNegativeFloat = Field(
+        11.0,
+        description="on a clean stop, declare event time reached the last reading plus this "
+        "much, so the processor closes every open window (window 10 s + grace 1 s)",
+    )
+    delivery_timeout: NonNegativeFloat = Field(
+        120.0, description="seconds to keep retrying a message while the broker is unreachable"
+    )
+    quiet: bool = Field(False, description="no progress display")
+
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ONE_MS = timedelta(milliseconds=1)
@@ -207,14 +221,14 @@ def wait_for_turn(due: float, sensors: SensorProducer, idle: float, stop: thread
 def run(
     sensors: SensorProducer,
     readings: Iterator[tuple[str, float]],
-    args: argparse.Namespace,
+    settings: ProducerSettings,
     stop: threading.Event,
     on_progress: Callable[[], None],
 ) -> None:
     """Produce the history, then live readings, until --count is reached or a stop."""
 
     def more_wanted() -> bool:
-        return not stop.is_set() and (args.count == 0 or sensors.produced < args.count)
+        return not stop.is_set() and (settings.count == 0 or sensors.produced < settings.count)
 
     shown_at = 0.0
 
@@ -224,22 +238,24 @@ def run(
             on_progress()
             shown_at = now
 
-    if args.backfill:
+    if settings.backfill_seconds:
         now = datetime.now(UTC)
-        for moment in history_schedule(args.backfill, args.rate, args.sensors, now):
+        for moment in history_schedule(
+            settings.backfill_seconds, settings.rate, settings.sensors, now
+        ):
             if not more_wanted():
                 return
             sensor_id, value = next(readings)
             sensors.send_reading(sensor_id, moment, value)
             tick()
 
-    interval = 1.0 / args.rate if args.rate else 0.0
+    interval = 1.0 / settings.rate if settings.rate else 0.0
     started = time.monotonic()
     live = 0
     while more_wanted():
         # Pace against the start time, not the last send, so the rate holds.
         if interval and not wait_for_turn(
-            started + live * interval, sensors, args.idle_watermark_seconds, stop
+            started + live * interval, sensors, settings.idle_watermark_seconds, stop
         ):
             return
         sensor_id, value = next(readings)
@@ -281,119 +297,56 @@ def make_progress(total: int, quiet: bool) -> Progress:
     )
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description="Produce synthetic temperature readings to the raw topic.",
-    )
-    add_broker_settings(parser)
-    add_setting(
-        parser,
-        "--count",
-        "COUNT",
-        1000,
-        "readings to produce, history included; 0 = until stopped",
-        type=non_negative_int,
-    )
-    add_setting(
-        parser, "--sensors", "SENSORS", 5, "number of sensors, Sensor1..SensorN", type=positive_int
-    )
-    add_setting(
-        parser,
-        "--rate",
-        "RATE",
-        4.0,
-        "readings per second over all sensors; 0 = as fast as the broker takes them",
-        type=non_negative_float,
-    )
-    add_setting(parser, "--seed", "SEED", None, "random seed for a repeatable stream", type=int)
-    add_setting(
-        parser,
-        "--backfill",
-        "BACKFILL_SECONDS",
-        0.0,
-        "first produce this many seconds of history, as fast as possible",
-        type=non_negative_float,
-    )
-    add_setting(
-        parser,
-        "--idle-watermark-seconds",
-        "IDLE_WATERMARK_SECONDS",
-        5.0,
-        "after this long without a reading, send a watermark for every sensor; 0 = never",
-        type=non_negative_float,
-    )
-    add_setting(
-        parser,
-        "--final-watermark-seconds",
-        "FINAL_WATERMARK_SECONDS",
-        11.0,
-        "on a clean stop, declare event time reached the last reading plus this much, "
-        "so the processor closes every open window (window 10 s + grace 1 s)",
-        type=non_negative_float,
-    )
-    add_setting(
-        parser,
-        "--delivery-timeout",
-        "DELIVERY_TIMEOUT",
-        120.0,
-        "seconds to keep retrying a message while the broker is unreachable",
-        type=non_negative_float,
-    )
-    parser.add_argument("--quiet", action="store_true", help="no progress display")
-    return parser.parse_args(argv)  # fmt: skip
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    configure_logging(broker_address=args.broker_address)
-    broker = BrokerSettings.from_args(args)
-    raise_stopped_on_signals()
+    settings = load_settings(ProducerSettings, argv)
+    configure_logging("INFO", kafka_io.BrokerOutageLog(settings.broker_address))
+    for signum in (signal.SIGINT, signal.SIGTERM):  # stop at once while we wait for the broker
+        signal.signal(signum, signal.default_int_handler)
     try:
-        wait_for_broker(broker, args.broker_timeout)
-        partitions = ensure_topic(broker, args.raw_topic, args.partitions, args.broker_timeout)
-    except Stopped:
+        kafka_io.wait_for_broker(settings, settings.broker_timeout)
+        kafka_io.ensure_topic(
+            settings, settings.raw_topic, settings.partitions, settings.broker_timeout
+        )
+    except KeyboardInterrupt:
         logger.info("Stopped before producing anything")
         return 0
-    except (BrokerUnavailable, TopicError) as exc:
+    except (kafka_io.BrokerUnavailable, kafka_io.TopicError) as exc:
         logger.error("%s", exc)
         return 1
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    if note := partitions_note(args.raw_topic, partitions, args.partitions):
-        logger.info("%s", note)
 
     producer = Producer({
-        **broker.librdkafka_config(),
-        **client_logging(),
+        **settings.librdkafka_config(),
+        **kafka_io.client_logging(),
         "linger.ms": 20,
-        "message.timeout.ms": int(args.delivery_timeout * 1000),
+        "message.timeout.ms": int(settings.delivery_timeout * 1000),
     })  # fmt: skip
-    rng = random.Random(args.seed)
-    sensors = SensorProducer(
-        producer, args.raw_topic, [f"Sensor{n}" for n in range(1, args.sensors + 1)]
-    )
-    readings = generate_readings(args.sensors, rng)
+    sensor_ids = [f"Sensor{n}" for n in range(1, settings.sensors + 1)]
+    sensors = SensorProducer(producer, settings.raw_topic, sensor_ids)
+    readings = generate_readings(settings.sensors, random.Random(settings.seed))
     logger.info(
         "Producing %s readings from %d sensors to %s at %s%s",
-        args.count or "unlimited", args.sensors, args.raw_topic,
-        f"{args.rate:g}/s" if args.rate else "full speed",
-        f", after {args.backfill:g} s of history" if args.backfill else "",
+        settings.count or "unlimited", settings.sensors, settings.raw_topic,
+        f"{settings.rate:g}/s" if settings.rate else "full speed",
+        f", after {settings.backfill_seconds:g} s of history" if settings.backfill_seconds else "",
     )  # fmt: skip
     try:
-        with make_progress(args.count, args.quiet) as progress:
-            task = progress.add_task("readings", total=args.count or None, rate="0", deliveries="")
-            run(sensors, readings, args, stop, lambda: show(progress, task, sensors))
+        with make_progress(settings.count, settings.quiet) as progress:
+            task = progress.add_task("readings", total=settings.count or None, rate="0",
+                                     deliveries="")  # fmt: skip
+            run(sensors, readings, settings, stop, lambda: show(progress, task, sensors))
             show(progress, task, sensors)
         # Normal end, Ctrl-C and SIGTERM alike: no more readings will come from us.
-        send_final_watermark(sensors, args.final_watermark_seconds)
+        send_final_watermark(sensors, settings.final_watermark_seconds)
     finally:
         # Every message gets its callback by now: delivered, or failed after retries.
-        sensors.flush(args.delivery_timeout + 5)
+        sensors.flush(settings.delivery_timeout + 5)
     delivered = sensors.readings.delivered
     failed = sensors.produced - delivered
     print(
-        f"Delivered {delivered} of {sensors.produced} readings to {args.raw_topic}"
+        f"Delivered {delivered} of {sensors.produced} readings to {settings.raw_topic}"
         f" ({failed} failed); {sensors.watermarks.delivered} watermarks",
         file=sys.stderr,
     )

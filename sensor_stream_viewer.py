@@ -8,17 +8,12 @@ when stdout is not a terminal (or with --plain) it prints one line per aggregate
 
 On Ctrl-C or SIGTERM it first reads the topic to its end, so its last table (or
 last lines) holds every window already written; a second Ctrl-C skips that.
-
-With --plot it instead reads both topics up to their current end, draws each
-sensor's raw readings against its windows' mean and min/max band, and exits.
-
-    python sensor_stream_viewer.py
-    python sensor_stream_viewer.py --plot chart.png     # or chart.html
+`--plot chart.png` (or .svg, .pdf) instead reads both topics to their end, draws
+each sensor's readings against its windows' mean and min-max band, and exits.
 """
 
 from __future__ import annotations
 
-import argparse
 import errno
 import json
 import logging
@@ -30,12 +25,12 @@ import sys
 import threading
 import time
 import uuid
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -43,44 +38,51 @@ from confluent_kafka import (
     Consumer,
     KafkaError,
     KafkaException,
-    Message,
     TopicPartition,
 )
+from pydantic import Field, NonNegativeFloat, PositiveFloat, field_validator
 from rich import box
-from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from sensor_settings import (
-    BrokerSettings,
-    BrokerUnavailable,
-    add_broker_settings,
-    add_setting,
-    configure_logging,
-    non_negative_float,
-    wait_for_broker,
-)
-from sensor_stream_processor import InvalidReading, is_watermark, parse_event_time, parse_reading
+import kafka_io
+from sensor_settings import BrokerSettings, configure_logging, load_settings
+from sensor_stream_processor import EPOCH, InvalidReading, parse_event_time, parse_reading
 
-if TYPE_CHECKING:  # the plotting libraries load only when --plot asks for them
-    import plotly.graph_objects as go
-    from matplotlib.figure import Figure
+if TYPE_CHECKING:
+    from confluent_kafka import Message
+    from matplotlib.figure import Figure  # matplotlib loads only when --plot asks for it
 
 logger = logging.getLogger("sensor_stream_viewer")
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
 SPARK_WIDTH = 12  # recent window means per sensor; the table then fits 80 columns
-MATPLOTLIB_SUFFIXES = (".png", ".svg", ".pdf")
-PLOTLY_SUFFIXES = (".html",)
+CHART_SUFFIXES = (".png", ".svg", ".pdf")  # what matplotlib writes with nothing else installed
 DRAIN_TIMEOUT = 10.0  # seconds a stopping viewer may spend reading the topic to its end
 
 
+class ViewerSettings(BrokerSettings):
+    """Show window aggregates as a live table, plain lines, or a chart."""
+
+    raw_topic: str = Field("raw-temperature", description="topic of raw readings, for --plot")
+    agg_topic: str = Field("agg-temperature", description="topic of window aggregates")
+    start_at: Literal["earliest", "latest"] = Field(
+        "earliest", description="earliest shows the topic's history first; latest only new windows"
+    )
+    duration: NonNegativeFloat = Field(0.0, description="seconds to watch; 0 = until stopped")
+    plain: bool = Field(False, description="one line per aggregate (automatic when not a terminal)")
+    plot: Path | None = Field(None, description="write a chart to this .png, .svg or .pdf and exit")
+    plot_timeout: PositiveFloat = Field(30.0, description="seconds --plot may read each topic")
+
+    @field_validator("plot")
+    @classmethod
+    def _chart_type(cls, path: Path | None) -> Path | None:
+        if path is not None and path.suffix.lower() not in CHART_SUFFIXES:
+            raise ValueError(f"the chart file must end in one of {', '.join(CHART_SUFFIXES)}")
+        return path
+
+
 # --- An aggregate message, checked ----------------------------------------------
-
-
-class MissingTopic(RuntimeError):
-    """A topic the viewer must read does not exist."""
 
 
 class InvalidAggregate(ValueError):
@@ -128,7 +130,7 @@ def parse_aggregate(key: bytes | None, value: bytes | None) -> Aggregate:
     return Aggregate(sensor, start, end, count, **numbers)
 
 
-# --- The board: what the live view knows ----------------------------------------
+# --- The board: what the live view knows, and how it looks ------------------------------
 
 
 @dataclass
@@ -144,44 +146,36 @@ class SensorBoard:
 
     rows: dict[str, SensorRow] = field(default_factory=dict)
     skipped: int = 0
+    # The live display draws from its own thread while the main thread adds.
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, aggregate: Aggregate) -> None:
-        row = self.rows.setdefault(aggregate.sensor, SensorRow(aggregate))
-        if aggregate.end_ms >= row.last.end_ms:
-            row.last = aggregate
-        row.means.append(aggregate.mean)
-        row.windows += 1
-
-    def newest_end_ms(self) -> int | None:
-        return max((row.last.end_ms for row in self.rows.values()), default=None)
+        with self.lock:
+            row = self.rows.setdefault(aggregate.sensor, SensorRow(aggregate))
+            if aggregate.end_ms >= row.last.end_ms:
+                row.last = aggregate
+            row.means.append(aggregate.mean)
+            row.windows += 1
 
     def input_rate(self) -> float:
         """Readings per second of event time: each sensor's newest window, summed.
 
-        With 5 sensors at a total of 4 readings/s and 10 s windows, each window
-        holds 8 readings, so this is 5 * 8 / 10 = 4.0. It measures the rate the
-        producer feeds the pipeline, and a backfill does not inflate it.
+        With 5 sensors at 4 readings/s in all and 10 s windows, each window holds 8
+        readings: 5 * 8 / 10 = 4.0. A backfill does not inflate it.
         """
-        return sum(
-            row.last.count / ((row.last.end_ms - row.last.start_ms) / 1000)
-            for row in self.rows.values()
-        )
+        rows = self.rows.values()
+        return sum(row.last.count * 1000 / (row.last.end_ms - row.last.start_ms) for row in rows)
 
     def lag_seconds(self, now: datetime) -> float | None:
         """How far the newest window's end trails `now`; never less than 0.
 
-        A window closes when a reading past its end + grace arrives, so in a
-        live pipeline this swings between about grace and window + grace. A
-        producer's final watermark lies in the future and closes windows that
-        end after `now`: that is no lag, not a negative one.
+        In a live pipeline it swings between about grace and window + grace. A producer's
+        final watermark lies in the future and closes windows that end after `now`: no lag.
         """
-        newest = self.newest_end_ms()
-        if newest is None:
+        if not self.rows:
             return None
+        newest = max(row.last.end_ms for row in self.rows.values())
         return max(0.0, (now - from_epoch_ms(newest)).total_seconds())
-
-
-# --- Rendering: pure functions of the board -------------------------------------
 
 
 def sparkline(values: list[float], width: int) -> str:
@@ -200,20 +194,14 @@ def from_epoch_ms(epoch_ms: int) -> datetime:
     return EPOCH + timedelta(milliseconds=epoch_ms)
 
 
-def format_clock(epoch_ms: int) -> str:
-    return from_epoch_ms(epoch_ms).strftime("%H:%M:%S")
+def format_window(a: Aggregate) -> str:
+    return f"{from_epoch_ms(a.start_ms):%H:%M:%S}-{from_epoch_ms(a.end_ms):%H:%M:%S}"
 
 
-def format_window(aggregate: Aggregate) -> str:
-    return f"{format_clock(aggregate.start_ms)}-{format_clock(aggregate.end_ms)}"
-
-
-def format_plain_line(aggregate: Aggregate) -> str:
+def format_plain_line(a: Aggregate) -> str:
     """The stable one-line form that plain mode prints (times are UTC)."""
-    return (
-        f"{aggregate.sensor} {format_window(aggregate)} count={aggregate.count}"
-        f" min={aggregate.min:.2f} mean={aggregate.mean:.2f} max={aggregate.max:.2f}"
-    )
+    stats = f"count={a.count} min={a.min:.2f} mean={a.mean:.2f} max={a.max:.2f}"
+    return f"{a.sensor} {format_window(a)} {stats}"
 
 
 def sensor_order(sensor: str) -> list[int | str]:
@@ -234,219 +222,107 @@ def format_footer(board: SensorBoard, now: datetime) -> str:
 
 
 def render_table(board: SensorBoard, now: datetime) -> Table:
-    table = Table(
-        title="Temperature per sensor, latest window",
-        caption=format_footer(board, now),
-        box=box.SIMPLE_HEAD,
-        show_edge=False,
-        pad_edge=False,
-        collapse_padding=True,
-    )
-    table.add_column("Sensor", no_wrap=True)
-    table.add_column("Window (UTC)", no_wrap=True)
-    for name in ("Count", "Min", "Mean", "Max"):
-        table.add_column(name, justify="right")
-    table.add_column("Recent means")
-    table.add_column("Windows", justify="right")
-    for sensor in sorted(board.rows, key=sensor_order):
-        row = board.rows[sensor]
-        last = row.last
-        table.add_row(
-            sensor,
-            format_window(last),
-            str(last.count),
-            f"{last.min:.2f}",
-            f"{last.mean:.2f}",
-            f"{last.max:.2f}",
-            sparkline(list(row.means), SPARK_WIDTH),
-            str(row.windows),
-        )
+    with board.lock:
+        table = Table(
+            title="Temperature per sensor, latest window", caption=format_footer(board, now),
+            box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True,
+        )  # fmt: skip
+        for name in ("Sensor", "Window (UTC)"):
+            table.add_column(name, no_wrap=True)
+        for name in ("Count", "Min", "Mean", "Max"):
+            table.add_column(name, justify="right")
+        table.add_column("Recent means")
+        table.add_column("Windows", justify="right")
+        for sensor in sorted(board.rows, key=sensor_order):
+            row = board.rows[sensor]
+            last = row.last
+            table.add_row(
+                sensor, format_window(last), str(last.count),
+                *(f"{number:.2f}" for number in (last.min, last.mean, last.max)),
+                sparkline(list(row.means), SPARK_WIDTH), str(row.windows),
+            )  # fmt: skip
     return table
 
 
-# --- Reading from Kafka ------------------------------------------------------------
+# --- Following the aggregate topic -------------------------------------------------------
 
 
-def make_consumer(broker: BrokerSettings) -> Consumer:
-    # The viewer assigns itself every partition rather than joining a group: it
-    # shares work with nobody and commits nothing, so it needs no rebalance wait
-    # and leaves no group behind. The group id is only a label librdkafka wants.
-    return Consumer(
-        {
-            **broker.librdkafka_config(),
-            "group.id": f"sensor-viewer-{uuid.uuid4().hex[:8]}",
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            # An event at each partition's true end, which a stopping viewer waits for.
-            "enable.partition.eof": True,
-            # New windows show within 0.1 s, also on a broker that holds a fetch
-            # until its wait time is up.
-            "fetch.wait.max.ms": 100,
-        }
-    )
-
-
-def find_partitions(consumer: Consumer, topic: str, timeout: float) -> list[int]:
+def find_partitions(consumer: Consumer, topic: str) -> list[int]:
     """The topic's partition ids; empty if it does not exist (yet)."""
     # list_topics() without a topic name never auto-creates one.
-    metadata = consumer.list_topics(timeout=timeout).topics.get(topic)
-    if metadata is None or metadata.error is not None:
-        return []
-    return sorted(metadata.partitions)
-
-
-def wait_for_partitions(
-    consumer: Consumer, topic: str, stop: threading.Event, deadline: float
-) -> list[int]:
-    """Wait until `topic` exists (the processor creates it), or stop, or deadline."""
-    announced = False
-    while not (partitions := find_partitions(consumer, topic, timeout=10)):
-        if not announced:
-            logger.info("Waiting for topic %s to appear", topic)
-            announced = True
-        if stop.wait(0.5) or time.monotonic() >= deadline:
-            return []
-    return partitions
-
-
-def assign_all(consumer: Consumer, topic: str, partitions: list[int], start_at: str) -> None:
-    offset = OFFSET_BEGINNING if start_at == "earliest" else OFFSET_END
-    consumer.assign([TopicPartition(topic, p, offset) for p in partitions])
-
-
-def read_aggregate(message: Message, board: SensorBoard) -> Aggregate | None:
-    """Parse one polled message; log and count it if it is not an aggregate."""
-    if message.error():
-        logger.warning("Consumer error: %s", message.error())
-        return None
-    try:
-        return parse_aggregate(message.key(), message.value())
-    except InvalidAggregate as exc:
-        board.skipped += 1
-        logger.warning(
-            "Skipped malformed aggregate %s[%s]@%s: %s",
-            message.topic(),
-            message.partition(),
-            message.offset(),
-            exc,
-        )
-        return None
-
-
-def is_partition_end(message: Message) -> bool:
-    error = message.error()
-    return error is not None and error.code() == KafkaError._PARTITION_EOF
+    metadata = consumer.list_topics(timeout=10).topics.get(topic)
+    return [] if metadata is None or metadata.error is not None else sorted(metadata.partitions)
 
 
 @dataclass
 class AggregateFeed:
-    """The assigned aggregate topic as Aggregates, and where each partition's reading stands."""
+    """Aggregates onto the board. A first Ctrl-C or SIGTERM sets `stop`, a second `hurry`."""
 
     consumer: Consumer
     topic: str
     partitions: list[int]
-    board: SensorBoard
-    # partition -> offset of its latest end-of-partition event, while nothing newer came
-    at_end: dict[int, int] = field(default_factory=dict)
+    start: int  # OFFSET_BEGINNING or OFFSET_END
+    deadline: float
+    stop: threading.Event
+    hurry: threading.Event
+    board: SensorBoard = field(default_factory=SensorBoard)
+    next_offsets: dict[int, int] = field(default_factory=dict)  # partition -> where we stand
+    at_end: set[int] = field(default_factory=set)  # partitions that reported their end
 
-    def poll(self, timeout: float) -> list[Aggregate]:
-        aggregates = []
-        for message in self.consumer.consume(num_messages=500, timeout=timeout):
-            if is_partition_end(message):
-                self.at_end[message.partition()] = message.offset()
+    def poll(self) -> Iterator[Aggregate]:
+        for message in self.consumer.consume(num_messages=500, timeout=0.25):
+            if (error := message.error()) is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    self.at_end.add(message.partition())
+                    self.next_offsets.setdefault(message.partition(), message.offset())
+                else:
+                    logger.warning("Consumer error: %s", error)
                 continue
-            if not message.error():
-                self.at_end.pop(message.partition(), None)
-            if (aggregate := read_aggregate(message, self.board)) is not None:
-                self.board.add(aggregate)
-                aggregates.append(aggregate)
-        return aggregates
+            self.next_offsets[message.partition()] = message.offset() + 1
+            try:
+                aggregate = parse_aggregate(message.key(), message.value())
+            except InvalidAggregate as exc:
+                self.board.skipped += 1
+                logger.warning(
+                    "Skipped malformed aggregate %s[%s]@%s: %s",
+                    message.topic(), message.partition(), message.offset(), exc,
+                )  # fmt: skip
+                continue
+            self.board.add(aggregate)
+            yield aggregate
 
-    def end_offsets(self, timeout: float) -> dict[int, int]:
-        """Each partition's high watermark, asked of the broker now."""
-        return {
-            p: self.consumer.get_watermark_offsets(
-                TopicPartition(self.topic, p), timeout=timeout, cached=False
-            )[1]
-            for p in self.partitions
-        }
-
-    def reached(self, ends: dict[int, int]) -> bool:
-        """Whether every partition is read up to `ends`.
-
-        An end-of-partition event at or past the high watermark asked for after
-        the last write proves it. It also holds on the embedded broker, which
-        reports the base offset of the last record batch plus one: the consumer
-        gets that batch whole, and the event comes after its last record.
-        """
-        return all(self.at_end.get(p, -1) >= end for p, end in ends.items())
-
-
-def poll_aggregates(
-    feed: AggregateFeed, stop: threading.Event, hurry: threading.Event, deadline: float
-) -> Iterator[Aggregate | None]:
-    """Yield each aggregate as it arrives, and None at least every 0.25 s (to redraw).
-
-    Follows the topic until `stop` or the deadline. After `stop` it reads on to
-    the topic's end as it is now, so the last picture holds every window already
-    written; `hurry` (a second Ctrl-C) or DRAIN_TIMEOUT cuts that short.
-    """
-    while not stop.is_set() and time.monotonic() < deadline:
-        yield from feed.poll(0.25)
-        yield None
-    if not stop.is_set():
-        return  # --duration is over: no need to catch up
-    try:
-        ends = feed.end_offsets(timeout=5)
-    except KafkaException as exc:
-        logger.warning("Could not find the end of %s (%s); showing what came", feed.topic, exc)
-        return
-    give_up = time.monotonic() + DRAIN_TIMEOUT
-    while not feed.reached(ends):
-        if hurry.is_set():
-            return
-        if time.monotonic() > give_up:
-            logger.warning(
-                "Read %s for %gs without reaching its end; showing what came",
-                feed.topic,
-                DRAIN_TIMEOUT,
-            )
-            return
-        yield from feed.poll(0.25)
-        yield None
+    def follow(self) -> Iterator[Aggregate]:
+        """Each aggregate as it arrives; after a stop, on to the topic's end as it is now."""
+        while not self.stop.is_set() and time.monotonic() < self.deadline:
+            yield from self.poll()
+        if not self.stop.is_set():
+            return  # --duration is over: nobody waits for more
+        # The end by kafka_io.read_to_end's rule: each partition, fetched again from where
+        # it stands after the stop, until it reports its end.
+        at = self.next_offsets
+        self.consumer.assign(
+            [TopicPartition(self.topic, p, at.get(p, self.start)) for p in self.partitions]
+        )
+        self.at_end.clear()
+        give_up = time.monotonic() + DRAIN_TIMEOUT
+        while len(self.at_end) < len(self.partitions) and not self.hurry.is_set():
+            if time.monotonic() > give_up:
+                logger.warning(
+                    "Read %s for %gs without reaching its end", self.topic, DRAIN_TIMEOUT
+                )
+                return
+            yield from self.poll()
 
 
-# --- The two ways to watch: plain lines, or a live table ---------------------------
-
-
-def print_plain(
-    feed: AggregateFeed, stop: threading.Event, hurry: threading.Event, deadline: float
-) -> None:
-    for aggregate in poll_aggregates(feed, stop, hurry, deadline):
-        if aggregate is not None:
-            print(format_plain_line(aggregate), flush=True)
-
-
-def show_live(
-    feed: AggregateFeed, stop: threading.Event, hurry: threading.Event, deadline: float
-) -> None:
-    board = feed.board
-    console = Console()
-    with Live(render_table(board, datetime.now(UTC)), console=console, auto_refresh=False) as live:
-        route_logs_above(live)
-        last_draw = 0.0
-        for _ in poll_aggregates(feed, stop, hurry, deadline):
-            if time.monotonic() - last_draw >= 0.25:
-                live.update(render_table(board, datetime.now(UTC)), refresh=True)
-                last_draw = time.monotonic()
-        live.update(render_table(board, datetime.now(UTC)), refresh=True)
-
-
-def route_logs_above(live: Live) -> None:
-    """Send log lines through rich's stderr proxy, so they print above the table."""
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.StreamHandler):
-            handler.setStream(sys.stderr)
+def show_live(feed: AggregateFeed) -> None:
+    """The table, redrawn by rich four times a second while this thread reads the topic."""
+    with Live(get_renderable=lambda: render_table(feed.board, datetime.now(UTC))):
+        # Log lines go through rich's stderr proxy, so they print above the table.
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, logging.StreamHandler):
+                handler.setStream(sys.stderr)
+        for _ in feed.follow():
+            pass
 
 
 # --- The chart: raw readings against the window band ---------------------------------
@@ -458,66 +334,26 @@ class SensorSeries:
     windows: list[Aggregate] = field(default_factory=list)
 
 
-def read_topic_to_end(broker: BrokerSettings, topic: str, timeout: float) -> list[Message]:
-    """Every message now in `topic`: read from the start up to the end offsets seen at start."""
-    consumer = make_consumer(broker)
-    try:
-        partitions = find_partitions(consumer, topic, timeout)
-        if not partitions:
-            raise MissingTopic(f"topic {topic} does not exist at {broker.address}")
-        ends = {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout)[1]
-            for p in partitions
-        }
-        waiting = {p for p, end in ends.items() if end > 0}
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in waiting])
-        messages: list[Message] = []
-        deadline = time.monotonic() + timeout
-        while waiting:
-            if time.monotonic() > deadline:
-                logger.warning(
-                    "Read %s for %gs without reaching its end; charting what came", topic, timeout
-                )
-                break
-            for message in consumer.consume(num_messages=1000, timeout=0.25):
-                if not message.error():
-                    messages.append(message)
-            # position() also moves past transaction markers, which no message reports.
-            positions = consumer.position([TopicPartition(topic, p) for p in waiting])
-            waiting -= {tp.partition for tp in positions if tp.offset >= ends[tp.partition]}
-        # Some brokers report an end offset short of a final multi-record batch;
-        # whatever is already fetched past it still belongs to the chart.
-        while batch := consumer.consume(num_messages=1000, timeout=0.5):
-            messages.extend(m for m in batch if not m.error())
-        return messages
-    finally:
-        consumer.close()
-
-
 def collect_series(
     aggregate_messages: list[Message], raw_messages: list[Message]
 ) -> dict[str, SensorSeries]:
     """Group valid readings and aggregates by sensor; malformed ones are counted and skipped."""
-    series: dict[str, SensorSeries] = {}
+    series: defaultdict[str, SensorSeries] = defaultdict(SensorSeries)
     skipped = 0
     for message in aggregate_messages:
         try:
             aggregate = parse_aggregate(message.key(), message.value())
+            series[aggregate.sensor].windows.append(aggregate)
         except InvalidAggregate:
             skipped += 1
-            continue
-        series.setdefault(aggregate.sensor, SensorSeries()).windows.append(aggregate)
     for message in raw_messages:
         try:
             reading = parse_reading(message.value() or b"")
             moment = from_epoch_ms(parse_event_time(reading["ts"]))
-            sensor = message.key().decode()
+            if reading.get("watermark") is not True:  # a watermark is no reading
+                series[message.key().decode()].readings.append((moment, reading["value"]))
         except (InvalidReading, AttributeError, UnicodeDecodeError):
             skipped += 1
-            continue
-        if is_watermark(reading):
-            continue
-        series.setdefault(sensor, SensorSeries()).readings.append((moment, reading["value"]))
     if skipped:
         logger.warning("Skipped %d malformed messages while charting", skipped)
     for one in series.values():
@@ -526,51 +362,43 @@ def collect_series(
     return dict(sorted(series.items(), key=lambda item: sensor_order(item[0])))
 
 
-def window_steps(
-    windows: list[Aggregate],
-) -> tuple[list[datetime], list[float], list[float], list[float]]:
-    """Each window as a flat step from start to end; a NaN breaks the line at a gap."""
-    times: list[datetime] = []
-    mins: list[float] = []
-    means: list[float] = []
-    maxes: list[float] = []
-    for previous, window in zip([None, *windows], windows, strict=False):
-        if previous is not None and previous.end_ms < window.start_ms:
-            times.append(from_epoch_ms(previous.end_ms))
-            mins.append(math.nan)
-            means.append(math.nan)
-            maxes.append(math.nan)
-        for edge in (window.start_ms, window.end_ms):
-            times.append(from_epoch_ms(edge))
-            mins.append(window.min)
-            means.append(window.mean)
-            maxes.append(window.max)
-    return times, mins, means, maxes
+def window_stairs(windows: list[Aggregate]) -> tuple[list[datetime], list[tuple[float, ...]]]:
+    """The edges and the (min, mean, max) steps between them that `Axes.stairs` draws.
+
+    Windows come sorted by start. A gap between two is a NaN step, which stays blank.
+    """
+    edges, steps = [windows[0].start_ms], []
+    for window in windows:
+        if window.start_ms < edges[-1]:
+            continue  # overlaps the window before: a repeat, after a processor restart
+        if window.start_ms > edges[-1]:
+            edges.append(window.start_ms)
+            steps.append((math.nan, math.nan, math.nan))
+        edges.append(window.end_ms)
+        steps.append((window.min, window.mean, window.max))
+    return [from_epoch_ms(edge) for edge in edges], steps
 
 
-def plot_matplotlib(series: dict[str, SensorSeries]) -> Figure:
-    """One panel per sensor: readings as dots, the mean as a line in a min/max band."""
+def chart_figure(series: dict[str, SensorSeries]) -> Figure:
+    """One panel per sensor: readings as dots, the mean as a step line in a min-max band."""
     import matplotlib.dates as mdates
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(10, 1.2 + 2.0 * len(series)), layout="constrained")
     axes = figure.subplots(len(series), 1, sharex=True, squeeze=False)[:, 0]
     for ax, (sensor, one) in zip(axes, series.items(), strict=True):
-        times, mins, means, maxes = window_steps(one.windows)
-        ax.fill_between(times, mins, maxes, color="tab:blue", alpha=0.2, label="window min-max")
-        ax.plot(times, means, color="tab:blue", linewidth=1.5, label="window mean")
-        ax.scatter(
-            [t for t, _ in one.readings],
-            [v for _, v in one.readings],
-            s=6,
-            color="tab:orange",
-            label="reading",
-        )
-        ax.set_title(
-            f"{sensor}: {len(one.readings)} readings, {len(one.windows)} windows",
-            loc="left",
-            fontsize="medium",
-        )
+        if one.windows:
+            edges, steps = window_stairs(one.windows)
+            mins, means, maxes = zip(*steps, strict=True)
+            ax.stairs(maxes, edges, baseline=mins, fill=True, color="tab:blue", alpha=0.2,
+                      label="window min-max")  # fmt: skip
+            # baseline=None draws the mean as a line alone, with no sides down to 0.
+            ax.stairs(means, edges, baseline=None, color="tab:blue", linewidth=1.5,
+                      label="window mean")  # fmt: skip
+        readings = list(zip(*one.readings, strict=True)) or [[], []]
+        ax.scatter(*readings, s=6, color="tab:orange", label="reading")
+        ax.set_title(f"{sensor}: {len(one.readings)} readings, {len(one.windows)} windows",
+                     loc="left", fontsize="medium")  # fmt: skip
         ax.set_ylabel("°C")
         ax.grid(alpha=0.3)
     figure.suptitle("Readings and window mean inside the window's min-max band", x=0.01, ha="left")
@@ -580,180 +408,89 @@ def plot_matplotlib(series: dict[str, SensorSeries]) -> Figure:
     return figure
 
 
-def plot_plotly(series: dict[str, SensorSeries]) -> go.Figure:
-    """The same chart, interactive: four traces per sensor (band top, band, mean, readings)."""
-    from plotly.subplots import make_subplots
-
-    figure = make_subplots(rows=len(series), cols=1, shared_xaxes=True, subplot_titles=list(series))
-    for row, (sensor, one) in enumerate(series.items(), start=1):
-        times, mins, means, maxes = window_steps(one.windows)
-        first = row == 1
-        band = {"mode": "lines", "line": {"width": 0}, "legendgroup": "band", "connectgaps": False}
-        figure.add_scatter(
-            x=times, y=maxes, name=f"{sensor} max", showlegend=False, row=row, col=1, **band
-        )
-        figure.add_scatter(
-            x=times,
-            y=mins,
-            name="window min-max",
-            fill="tonexty",
-            fillcolor="rgba(31,119,180,0.2)",
-            showlegend=first,
-            row=row,
-            col=1,
-            **band,
-        )
-        figure.add_scatter(
-            x=times,
-            y=means,
-            mode="lines",
-            name="window mean",
-            line={"color": "rgb(31,119,180)"},
-            legendgroup="mean",
-            showlegend=first,
-            row=row,
-            col=1,
-        )
-        figure.add_scatter(
-            x=[t for t, _ in one.readings],
-            y=[v for _, v in one.readings],
-            mode="markers",
-            name="reading",
-            marker={"size": 4, "color": "rgb(255,127,14)"},
-            legendgroup="reading",
-            showlegend=first,
-            row=row,
-            col=1,
-        )
-        figure.update_yaxes(title_text="°C", row=row, col=1)
-    figure.update_xaxes(title_text="event time (UTC)", row=len(series), col=1)
-    figure.update_layout(height=200 + 220 * len(series), title="Readings and 10-second windows")
-    return figure
-
-
-def write_chart(series: dict[str, SensorSeries], path: Path) -> None:
-    if path.suffix.lower() in PLOTLY_SUFFIXES:
-        # include_plotlyjs=True embeds plotly.js, so the file opens offline.
-        plot_plotly(series).write_html(path, include_plotlyjs=True)
-    else:
-        plot_matplotlib(series).savefig(path, dpi=100)
-
-
-def chart_topics(args: argparse.Namespace, broker: BrokerSettings) -> int:
-    aggregates = read_topic_to_end(broker, args.agg_topic, args.plot_timeout)
-    readings = read_topic_to_end(broker, args.raw_topic, args.plot_timeout)
-    series = collect_series(aggregates, readings)
-    if not series:
-        logger.error(
-            "Nothing to chart: %s and %s hold no valid messages", args.agg_topic, args.raw_topic
-        )
+def write_chart(settings: ViewerSettings) -> int:
+    topics = (settings.agg_topic, settings.raw_topic)
+    messages = []
+    for topic in topics:
+        try:
+            messages.append(kafka_io.read_to_end(settings, topic, timeout=settings.plot_timeout))
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                raise
+            logger.error("Topic %s does not exist at %s", topic, settings.broker_address)
+            return 1
+    if not (series := collect_series(*messages)):
+        logger.error("Nothing to chart: %s and %s hold no valid messages", *topics)
         return 1
-    write_chart(series, args.plot)
+    chart_figure(series).savefig(settings.plot, dpi=100)
     logger.info(
-        "Wrote %s: %d sensors, %d readings, %d windows",
-        args.plot,
-        len(series),
+        "Wrote %s: %d sensors, %d readings, %d windows", settings.plot, len(series),
         sum(len(one.readings) for one in series.values()),
         sum(len(one.windows) for one in series.values()),
-    )
+    )  # fmt: skip
     return 0
 
 
 # --- Wiring ---------------------------------------------------------------------------
 
 
-def chart_path(text: str) -> Path:
-    path = Path(text)
-    if path.suffix.lower() not in MATPLOTLIB_SUFFIXES + PLOTLY_SUFFIXES:
-        supported = ", ".join(MATPLOTLIB_SUFFIXES + PLOTLY_SUFFIXES)
-        raise argparse.ArgumentTypeError(f"the chart file must end in one of {supported}")
-    return path
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description="Show window aggregates as a live table, plain lines, or a chart.",
-    )
-    add_broker_settings(parser, creates_topics=False)
-    add_setting(parser, "--agg-topic", "AGG_TOPIC", "agg-temperature", "topic of window aggregates")
-    add_setting(
-        parser,
-        "--start-at",
-        "VIEWER_START_AT",
-        "earliest",
-        "earliest shows the topic's history first; latest shows only new windows",
-        choices=("earliest", "latest"),
-    )
-    add_setting(
-        parser,
-        "--duration",
-        "VIEWER_DURATION",
-        0.0,
-        "seconds to watch before exiting; 0 = until stopped",
-        type=non_negative_float,
-    )
-    parser.add_argument(
-        "--plain",
-        action="store_true",
-        help="print one line per aggregate instead of a table (automatic when not a terminal)",
-    )
-    parser.add_argument(
-        "--plot",
-        type=chart_path,
-        metavar="FILE",
-        help="write a chart of both topics to FILE (.png, .svg, .pdf or .html) and exit",
-    )
-    add_setting(
-        parser,
-        "--plot-timeout",
-        "VIEWER_PLOT_TIMEOUT",
-        30.0,
-        "seconds --plot may spend reading each topic",
-        type=non_negative_float,
-    )
-    return parser.parse_args(argv)
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    configure_logging()
-    broker = BrokerSettings.from_args(args)
+    settings = load_settings(ViewerSettings, argv)
+    configure_logging("INFO", kafka_io.BrokerOutageLog(settings.broker_address))
+    # Ctrl-C already raises KeyboardInterrupt; so does SIGTERM now, while we wait for the broker.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        wait_for_broker(broker, args.broker_timeout)
-        if args.plot:
-            return chart_topics(args, broker)
-    except (BrokerUnavailable, MissingTopic) as exc:
+        kafka_io.wait_for_broker(settings, settings.broker_timeout)
+        if settings.plot:
+            return write_chart(settings)
+        # From here the first Ctrl-C or SIGTERM stops following the topic; a second
+        # one stops reading it to its end, too.
+        stop, hurry = threading.Event(), threading.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: (hurry if stop.is_set() else stop).set())
+    except KeyboardInterrupt:
+        logger.info(
+            "Stopped before %s", "writing the chart" if settings.plot else "showing anything"
+        )
+        return 0
+    except (kafka_io.BrokerUnavailable, TimeoutError) as exc:
         logger.error("%s", exc)
         return 1
-    except KeyboardInterrupt:  # Ctrl-C while charting: write nothing
-        return 130
 
-    # The first Ctrl-C or SIGTERM stops following the topic; a second one stops
-    # reading it to its end, too.
-    stop, hurry = threading.Event(), threading.Event()
-
-    def on_signal(signum: int, frame: object) -> None:
-        (hurry if stop.is_set() else stop).set()
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, on_signal)
-    deadline = time.monotonic() + args.duration if args.duration else math.inf
-
-    consumer = make_consumer(broker)
+    # The viewer assigns itself every partition rather than join a group: it shares work with
+    # nobody and commits nothing, so it needs no rebalance wait and leaves no group behind.
+    consumer = Consumer({
+        **settings.librdkafka_config(),
+        **kafka_io.client_logging(),
+        "group.id": f"sensor-viewer-{uuid.uuid4().hex}",
+        "auto.offset.reset": settings.start_at,
+        "enable.auto.commit": False,
+        "enable.partition.eof": True,  # an event at each partition's end, for the stop
+        "fetch.wait.max.ms": 100,  # new windows show within 0.1 s on any broker
+    })  # fmt: skip
+    deadline = time.monotonic() + settings.duration if settings.duration else math.inf
     try:
-        partitions = wait_for_partitions(consumer, args.agg_topic, stop, deadline)
-        if partitions:
-            assign_all(consumer, args.agg_topic, partitions, args.start_at)
-            feed = AggregateFeed(consumer, args.agg_topic, partitions, SensorBoard())
-            show = print_plain if args.plain or not sys.stdout.isatty() else show_live
-            try:
-                show(feed, stop, hurry, deadline)
-            except OSError as exc:
-                # The reader went away (`| head`) or the terminal closed: stop
-                # quietly, as cat would.
-                if exc.errno not in (errno.EPIPE, errno.EIO):
-                    raise
-                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        if not (partitions := find_partitions(consumer, settings.agg_topic)):
+            logger.info("Waiting for topic %s to appear", settings.agg_topic)
+        while not partitions:  # the processor creates it
+            if stop.wait(0.5) or time.monotonic() >= deadline:
+                return 0
+            partitions = find_partitions(consumer, settings.agg_topic)
+        # An explicit start offset: a committed one would be asked of a group coordinator,
+        # which a broker that has just started may not have yet.
+        start = OFFSET_BEGINNING if settings.start_at == "earliest" else OFFSET_END
+        consumer.assign([TopicPartition(settings.agg_topic, p, start) for p in partitions])
+        feed = AggregateFeed(consumer, settings.agg_topic, partitions, start, deadline, stop, hurry)
+        if settings.plain or not sys.stdout.isatty():
+            for aggregate in feed.follow():
+                print(format_plain_line(aggregate), flush=True)
+        else:
+            show_live(feed)
+    except OSError as exc:
+        # The reader went away (`| head`) or the terminal closed: stop quietly, as cat would.
+        if exc.errno not in (errno.EPIPE, errno.EIO):
+            raise
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     finally:
         consumer.close()
     return 0

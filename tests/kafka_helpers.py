@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
-from sensor_settings import BrokerSettings, ensure_topic
+import kafka_io
+from sensor_settings import BrokerSettings
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -38,7 +38,7 @@ class Record:
 
 def create_topic(address: str, name: str, partitions: int = 1) -> None:
     """Create a topic the way the scripts do (explicit retention)."""
-    ensure_topic(BrokerSettings(address), name, partitions, timeout=30)
+    kafka_io.ensure_topic(BrokerSettings(broker_address=address), name, partitions, timeout=30)
 
 
 def produce(
@@ -103,51 +103,37 @@ def consume(
             msg = consumer.poll(0.2)
             if msg is None or msg.error():
                 continue
-            key = msg.key()
-            records.append(
-                Record(
-                    key=key.decode() if key is not None else None,
-                    value=msg.value(),
-                    headers={k: v for k, v in (msg.headers() or [])},
-                    timestamp_ms=msg.timestamp()[1],
-                    partition=msg.partition(),
-                    offset=msg.offset(),
-                )
-            )
+            records.append(to_record(msg))
     finally:
         consumer.close()
     return records
+
+
+def to_record(msg: Message) -> Record:
+    key = msg.key()
+    return Record(
+        key=key.decode() if key is not None else None,
+        value=msg.value(),
+        headers={k: v for k, v in (msg.headers() or [])},
+        timestamp_ms=msg.timestamp()[1],
+        partition=msg.partition(),
+        offset=msg.offset(),
+    )
 
 
 def consume_count(address: str, topic: str, count: int, **kwargs: Any) -> list[Record]:
     return consume(address, topic, until=lambda records: len(records) >= count, **kwargs)
 
 
-END_MARKER = "__end_of_test_input__"
-
-
 def read_to_end(
     address: str, topic: str, timeout: float = 60.0, isolation: str = "read_uncommitted"
 ) -> list[Record]:
-    """Every record now on `topic`, in partition order.
-
-    Appends a marker to each partition and reads until every marker is back, so
-    it does not rely on high watermarks (the embedded broker under-reports them
-    when the last batch holds more than one record).
-    """
-    admin = AdminClient({"bootstrap.servers": address})
-    partitions = admin.list_topics(topic, timeout=10).topics[topic].partitions
-    marker = uuid.uuid4().hex.encode()
-    for partition in partitions:
-        produce(address, topic, [(END_MARKER, marker)], partition=partition)
-    records = consume(
-        address,
-        topic,
-        until=lambda got: sum(r.value == marker for r in got) == len(partitions),
-        timeout=timeout,
-        isolation=isolation,
-    )
-    return [r for r in records if r.key != END_MARKER]
+    """Every record now on `topic`, in partition order (kafka_io's one strategy)."""
+    broker = BrokerSettings(broker_address=address)
+    return [
+        to_record(message)
+        for message in kafka_io.read_to_end(broker, topic, timeout=timeout, isolation=isolation)
+    ]
 
 
 def committed_total(address: str, group: str, topic: str) -> int:

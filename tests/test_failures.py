@@ -91,8 +91,12 @@ def wait_for_a_connection(server: socket.socket, script: Script, timeout: float 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 @pytest.mark.parametrize(
     ("script", "line"),
-    [(PRODUCER, "Stopped before producing anything"), (PROCESSOR, "Stopped before processing")],
-    ids=["producer", "processor"],
+    [
+        (PRODUCER, "Stopped before producing anything"),
+        (PROCESSOR, "Stopped before processing"),
+        (VIEWER, "Stopped before showing anything"),
+    ],
+    ids=["producer", "processor", "viewer"],
 )
 def test_a_stop_while_waiting_for_the_broker_exits_0_at_once_with_one_line(
     script: str, line: str, signum: int, tmp_path: Path
@@ -111,23 +115,6 @@ def test_a_stop_while_waiting_for_the_broker_exits_0_at_once_with_one_line(
     assert "Traceback" not in output
     assert errors_in(output) == []
     assert [entry for entry in output.splitlines() if line in entry] != [], output
-
-
-@pytest.mark.parametrize(
-    ("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, -signal.SIGTERM)],
-    ids=["ctrl-c", "sigterm"],
-)  # fmt: skip
-def test_viewer_stopped_while_waiting_for_the_broker_exits_at_once_without_a_word(
-    signum: int, status: int
-) -> None:
-    with silent_broker() as server:
-        address = f"127.0.0.1:{server.getsockname()[1]}"
-        with Script(VIEWER, "--broker-address", address, "--broker-timeout", "60") as waiting:
-            wait_for_a_connection(server, waiting)
-            asked = time.monotonic()
-            assert waiting.stop(signum, timeout=10) == status
-            assert time.monotonic() - asked < 5
-    assert waiting.output() == ""
 
 
 def test_viewer_stopped_with_ctrl_c_exits_0_without_a_traceback(broker_address: str, names) -> None:
@@ -343,7 +330,7 @@ def test_scripts_use_a_raw_topic_with_another_partition_count_and_say_so(
     env = {"PARTITIONS": "3"}
     produced = run_script(
         PRODUCER, "--broker-address", broker_address, "--raw-topic", names.raw,
-        "--count", "90", "--sensors", "3", "--rate", "0", "--backfill", "30", env=env,
+        "--count", "90", "--sensors", "3", "--rate", "0", "--backfill-seconds", "30", env=env,
     )  # fmt: skip
     assert produced.returncode == 0, produced.stderr
     note = f"Topic {names.raw} already exists with 1 partition; PARTITIONS=3 applies only"

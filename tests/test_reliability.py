@@ -174,7 +174,8 @@ def test_stopping_the_producer_closes_every_window_including_the_last(
     result = run_script(
         "sensor_stream_producer.py",
         "--broker-address", broker_address, "--raw-topic", names.raw,
-        "--count", "400", "--sensors", "4", "--rate", "0", "--backfill", "45", "--seed", "9",
+        "--count", "400", "--sensors", "4", "--rate", "0", "--backfill-seconds", "45",
+        "--seed", "9",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     raw = read_to_end(broker_address, names.raw)
@@ -255,7 +256,13 @@ def test_restart_mid_stream_loses_no_window(
             broker_address, names.group, names.raw, len(messages), timeout=90, scripts=[second]
         )
         isolation = "read_committed" if guarantee == "exactly-once" else "read_uncommitted"
-        records = read_to_end(broker_address, names.agg, isolation=isolation)
+        # The killed processor's open transaction hides everything after it from
+        # read_committed readers until the broker aborts it (transaction.timeout.ms).
+        records = read_until(
+            lambda: read_to_end(broker_address, names.agg, isolation=isolation),
+            lambda found: len({(r.key, r.json()["start"]) for r in found}) >= len(model.windows),
+            second,
+        )
         assert second.stop() == 0
     assert f'processing_guarantee="{guarantee}"' in second.output()  # transactions were on
     assert "Traceback" not in first.output() + second.output()
@@ -328,6 +335,20 @@ def wait_for(condition: Callable[[], bool], script: Script, timeout: float = 60.
         assert script.process.poll() is None, script.output()
         assert time.monotonic() < deadline, f"condition not met in {timeout}s"
         time.sleep(0.01)
+
+
+def read_until(
+    read: Callable[[], list[Record]],
+    enough: Callable[[list[Record]], bool],
+    script: Script,
+    timeout: float = 60.0,
+) -> list[Record]:
+    deadline = time.monotonic() + timeout
+    while not enough(found := read()):
+        assert script.process.poll() is None, script.output()
+        assert time.monotonic() < deadline, f"{len(found)} records after {timeout}s"
+        time.sleep(0.2)
+    return found
 
 
 def count_aggregates(script: Script) -> int:
@@ -459,7 +480,7 @@ def test_the_right_scram_credentials_carry_readings_to_aggregates(
     common = ["--broker-address", broker.sasl_address, "--raw-topic", names.raw]
     produced = run_script(
         "sensor_stream_producer.py", *common, "--count", "60", "--sensors", "3", "--rate", "0",
-        "--backfill", "30", "--seed", "4", env=env,
+        "--backfill-seconds", "30", "--seed", "4", env=env,
     )  # fmt: skip
     assert produced.returncode == 0, produced.stderr
     raw = read_to_end(broker.address, names.raw)  # read back over the plain listener

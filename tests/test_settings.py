@@ -4,23 +4,23 @@ from __future__ import annotations
 
 import pytest
 
-import sensor_stream_processor
-import sensor_stream_producer
 from kafka_helpers import run_script
-from sensor_settings import BrokerSettings
+from sensor_settings import load_settings
+from sensor_stream_processor import ProcessorSettings
+from sensor_stream_producer import ProducerSettings
 
 
 def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("BROKER_ADDRESS", "RAW_TOPIC", "AGG_TOPIC", "CONSUMER_GROUP", "WINDOW_SECONDS"):
         monkeypatch.delenv(name, raising=False)
-    args = sensor_stream_processor.parse_args([])
+    args = load_settings(ProcessorSettings, [])
     assert (args.broker_address, args.raw_topic, args.agg_topic) == (
         "localhost:19092", "raw-temperature", "agg-temperature",
     )  # fmt: skip
     assert (args.consumer_group, args.window_seconds, args.grace_seconds) == (
         "quix-stream-processor", 10, 1,
     )  # fmt: skip
-    assert (args.auto_offset_reset, args.state_dir) == ("earliest", "state")
+    assert (args.auto_offset_reset, str(args.state_dir)) == ("earliest", "state")
 
 
 def test_environment_overrides_default_and_flag_overrides_environment(
@@ -28,9 +28,9 @@ def test_environment_overrides_default_and_flag_overrides_environment(
 ) -> None:
     monkeypatch.setenv("RAW_TOPIC", "from-env")
     monkeypatch.setenv("COUNT", "25")
-    assert sensor_stream_producer.parse_args([]).raw_topic == "from-env"
-    assert sensor_stream_producer.parse_args([]).count == 25
-    args = sensor_stream_producer.parse_args(["--raw-topic", "from-flag", "--count", "7"])
+    assert load_settings(ProducerSettings, []).raw_topic == "from-env"
+    assert load_settings(ProducerSettings, []).count == 25
+    args = load_settings(ProducerSettings, ["--raw-topic", "from-flag", "--count", "7"])
     assert (args.raw_topic, args.count) == ("from-flag", 7)
 
 
@@ -40,14 +40,14 @@ def test_environment_overrides_default_and_flag_overrides_environment(
 )
 def test_bad_producer_flags_are_usage_errors(argv: list[str]) -> None:
     with pytest.raises(SystemExit) as info:
-        sensor_stream_producer.parse_args(argv)
+        load_settings(ProducerSettings, argv)
     assert info.value.code == 2
 
 
 def test_bad_environment_value_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WINDOW_SECONDS", "ten")
     with pytest.raises(SystemExit) as info:
-        sensor_stream_processor.parse_args([])
+        load_settings(ProcessorSettings, [])
     assert info.value.code == 2
 
 
@@ -57,7 +57,7 @@ def test_security_settings_reach_the_connection(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("BROKER_SASL_USERNAME", "alice")
     monkeypatch.setenv("BROKER_SASL_PASSWORD", "s3cret-Pa55")
     monkeypatch.setenv("BROKER_SSL_CA_LOCATION", "/etc/ssl/ca.pem")
-    broker = BrokerSettings.from_args(sensor_stream_processor.parse_args([]))
+    broker = load_settings(ProcessorSettings, [])
     assert broker.librdkafka_config() == {
         "bootstrap.servers": "localhost:19092",
         "security.protocol": "sasl_ssl",
@@ -77,7 +77,7 @@ def test_help_documents_settings_and_never_shows_the_password(
     monkeypatch.setenv("BROKER_SASL_PASSWORD", "hunter2-never-print")
     result = run_script(script, "--help")
     assert result.returncode == 0
-    for name in ("BROKER_ADDRESS", "RAW_TOPIC", "BROKER_SASL_PASSWORD", "--sasl-password"):
+    for name in ("BROKER_ADDRESS", "RAW_TOPIC", "BROKER_SASL_PASSWORD", "--broker-sasl-password"):
         assert name in result.stdout
     assert "hunter2-never-print" not in result.stdout + result.stderr
 

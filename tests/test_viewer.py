@@ -2,41 +2,48 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
 import math
+import os
+import pty
 import re
+import signal
 import subprocess
 import sys
+import threading
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import OFFSET_BEGINNING
 from rich.console import Console
 
 from kafka_helpers import Script, consume_count, create_topic, produce, reading, run_script
-from launcher import find_free_port
-from sensor_settings import BrokerSettings
+from kafka_io import read_to_end
+from launcher import BrokerProcess, find_free_port
+from sensor_settings import BrokerSettings, load_settings
 from sensor_stream_viewer import (
     Aggregate,
+    AggregateFeed,
     InvalidAggregate,
     SensorBoard,
+    ViewerSettings,
+    chart_figure,
     collect_series,
     format_footer,
     format_plain_line,
     parse_aggregate,
-    parse_args,
-    plot_matplotlib,
-    plot_plotly,
-    read_aggregate,
-    read_topic_to_end,
     render_table,
     sparkline,
-    window_steps,
+    window_stairs,
 )
 
 T0 = datetime(2026, 3, 1, 5, 8, 0, tzinfo=UTC)
@@ -169,14 +176,25 @@ def test_parse_aggregate_rejects_malformed_messages(
         parse_aggregate(key, value)
 
 
-def test_read_aggregate_logs_and_skips_a_malformed_message(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    board = SensorBoard()
+@dataclass
+class FakeConsumer:
+    """Hands out its messages on the first consume() call."""
+
+    messages: list[FakeMessage]
+
+    def consume(self, num_messages: int, timeout: float) -> list[FakeMessage]:
+        batch, self.messages = self.messages, []
+        return batch
+
+
+def test_feed_logs_and_skips_a_malformed_message(caplog: pytest.LogCaptureFixture) -> None:
+    consumer = FakeConsumer([FakeMessage(b"Sensor1", b"garbage", 41), FakeMessage(*RECORDED[0])])
+    stop, hurry = threading.Event(), threading.Event()
+    feed = AggregateFeed(consumer, "agg", [0], OFFSET_BEGINNING, math.inf, stop, hurry)  # type: ignore[arg-type]
     with caplog.at_level(logging.WARNING, logger="sensor_stream_viewer"):
-        result = read_aggregate(FakeMessage(b"Sensor1", b"garbage", 41), board)
-    assert result is None
-    assert board.skipped == 1
+        assert list(feed.poll()) == [parse_aggregate(*RECORDED[0])]
+    assert feed.board.skipped == 1
+    assert list(feed.board.rows) == ["Sensor1"]
     assert [r.getMessage() for r in caplog.records] == [
         "Skipped malformed aggregate agg[0]@41: "
         "not UTF-8 JSON (Expecting value: line 1 column 1 (char 0))"
@@ -192,7 +210,6 @@ def test_board_counts_windows_and_keeps_recent_means_per_sensor() -> None:
     assert [board.rows[s].windows for s in ("Sensor1", "Sensor2", "Sensor10")] == [3, 1, 1]
     assert list(board.rows["Sensor1"].means) == [21.5, 21.75, 21.625]
     assert board.rows["Sensor1"].last == parse_aggregate(*RECORDED[4])
-    assert board.newest_end_ms() == ms(30)
 
 
 def test_board_input_rate_sums_each_sensors_newest_window() -> None:
@@ -268,18 +285,18 @@ def test_plain_line_format_is_stable() -> None:
 # --- Chart data, without a broker ----------------------------------------------------------
 
 
-def test_window_steps_draw_flat_steps_and_break_at_gaps() -> None:
+def test_window_stairs_have_a_step_per_window_a_blank_step_per_gap_and_skip_repeats() -> None:
     windows = [
         parse_aggregate(b"S", aggregate_message(0, 1, 1.0, 2.0, 3.0)),
         parse_aggregate(b"S", aggregate_message(10, 1, 4.0, 5.0, 6.0)),
+        parse_aggregate(b"S", aggregate_message(10, 1, 4.0, 5.0, 6.0)),  # a repeat
         parse_aggregate(b"S", aggregate_message(30, 1, 7.0, 8.0, 9.0)),
     ]
-    times, mins, means, maxes = window_steps(windows)
-    assert times == [T0 + timedelta(seconds=s) for s in (0, 10, 10, 20, 20, 30, 40)]
-    assert mins[:4] == [1.0, 1.0, 4.0, 4.0]
-    assert math.isnan(means[4])
-    assert means[5:] == [8.0, 8.0]
-    assert maxes == pytest.approx([3.0, 3.0, 6.0, 6.0, math.nan, 9.0, 9.0], nan_ok=True)
+    edges, steps = window_stairs(windows)
+    assert edges == [T0 + timedelta(seconds=s) for s in (0, 10, 20, 30, 40)]
+    assert steps[:2] == [(1.0, 2.0, 3.0), (4.0, 5.0, 6.0)]
+    assert all(math.isnan(value) for value in steps[2])  # the gap from 20 s to 30 s stays blank
+    assert steps[3] == (7.0, 8.0, 9.0)
 
 
 def test_collect_series_groups_by_sensor_and_skips_malformed(
@@ -306,25 +323,66 @@ def test_collect_series_groups_by_sensor_and_skips_malformed(
     assert caplog.messages == ["Skipped 3 malformed messages while charting"]
 
 
-def test_matplotlib_chart_has_a_panel_per_sensor_with_points_mean_and_band() -> None:
+def test_chart_has_a_panel_per_sensor_with_points_mean_and_band() -> None:
     series = collect_series(
         [FakeMessage(k, v) for k, v in RECORDED],
         [FakeMessage(b"Sensor2", reading("2026-03-01T05:08:12Z", 24.1))],
     )
-    figure = plot_matplotlib(series)
+    figure = chart_figure(series)
     assert [ax.get_title(loc="left") for ax in figure.axes] == [
         "Sensor1: 0 readings, 3 windows",
         "Sensor2: 1 readings, 1 windows",
         "Sensor10: 0 readings, 1 windows",
     ]
-    assert [len(ax.lines) for ax in figure.axes] == [1, 1, 1]
-    assert [len(ax.collections) for ax in figure.axes] == [2, 2, 2]  # band + points
+    assert [[p.get_label() for p in ax.patches] for ax in figure.axes] == [
+        ["window min-max", "window mean"]
+    ] * 3
+    assert [len(ax.collections[0].get_offsets()) for ax in figure.axes] == [0, 1, 0]
+    band, mean = figure.axes[0].patches
+    assert list(band.get_data().values) == [21.9, 22.1, 21.95]  # max over min
+    assert list(band.get_data().baseline) == [21.37, 21.4, 21.3]
+    assert list(mean.get_data().values) == [21.5, 21.75, 21.625]
+    assert mean.get_data().baseline is None  # a line, no area down to 0
 
 
-def test_chart_file_must_be_a_supported_type() -> None:
-    assert parse_args(["--plot", "out.HTML"]).plot == Path("out.HTML")
-    with pytest.raises(SystemExit):
-        parse_args(["--plot", "out.jpg"])
+def test_settings_come_from_flags_over_environment_over_defaults(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    defaults = load_settings(ViewerSettings, [])
+    assert (defaults.agg_topic, defaults.start_at, defaults.duration) == (
+        "agg-temperature",
+        "earliest",
+        0.0,
+    )
+    assert (defaults.plain, defaults.plot, defaults.plot_timeout) == (False, None, 30.0)
+    for name, value in {
+        "START_AT": "latest",
+        "DURATION": "5",
+        "PLOT_TIMEOUT": "7",
+        "PLAIN": "true",
+    }.items():
+        monkeypatch.setenv(name, value)
+    from_env = load_settings(ViewerSettings, ["--duration", "9", "--plot", "out.SVG"])
+    assert (from_env.start_at, from_env.duration, from_env.plot_timeout) == ("latest", 9.0, 7.0)
+    assert (from_env.plain, from_env.plot) == (True, Path("out.SVG"))
+
+
+@pytest.mark.parametrize(
+    ("flags", "error"),
+    [
+        (["--plot", "out.html"], "--plot (PLOT): Value error, the chart file must end in one of"),
+        (["--start-at", "middle"], "--start-at (START_AT): Input should be 'earliest' or 'latest'"),
+        (["--duration", "-1"], "--duration (DURATION): Input should be greater than or equal to 0"),
+    ],
+)
+def test_a_bad_setting_is_a_one_line_usage_error(
+    flags: list[str], error: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        load_settings(ViewerSettings, flags)
+    assert exited.value.code == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert error in line
 
 
 def test_viewer_exits_1_with_one_line_when_no_broker_answers() -> None:
@@ -480,54 +538,95 @@ def test_png_chart_from_a_real_run(real_run: RealRun, tmp_path: Path) -> None:
 
 @pytest.mark.integration
 def test_chart_figure_from_a_real_run_has_the_right_series(real_run: RealRun) -> None:
-    broker = BrokerSettings(real_run.broker_address)
-    series = collect_series(
-        read_topic_to_end(broker, real_run.agg, 30), read_topic_to_end(broker, real_run.raw, 30)
-    )
-    figure = plot_matplotlib(series)
+    broker = BrokerSettings(broker_address=real_run.broker_address)
+    series = collect_series(read_to_end(broker, real_run.agg), read_to_end(broker, real_run.raw))
+    figure = chart_figure(series)
     assert [ax.get_title(loc="left") for ax in figure.axes] == [
         "Sensor1: 35 readings, 3 windows",
         "Sensor2: 35 readings, 3 windows",
     ]
-    # Each window is a flat step, 2 points; Sensor1 cycles 5 values, so every
-    # 10-reading window has the same mean, while Sensor2's 3-value cycle shifts.
-    expected_means = [[21.0] * 6, [24.1, 24.1, 24.0, 24.0, 23.9, 23.9]]
-    for ax, means in zip(figure.axes, expected_means, strict=True):
-        band, points = ax.collections
-        (mean_line,) = ax.lines
+    # One step per window. Sensor1 cycles 5 values, so every 10-reading window has
+    # the same mean, while Sensor2's 3-value cycle shifts.
+    expected = [([20.0] * 3, [21.0] * 3, [22.0] * 3), ([23.0] * 3, [24.1, 24.0, 23.9], [25.0] * 3)]
+    for ax, (mins, means, maxes) in zip(figure.axes, expected, strict=True):
+        band, mean = ax.patches
+        (points,) = ax.collections
         assert len(points.get_offsets()) == READINGS_PER_SENSOR
-        assert list(mean_line.get_ydata()) == pytest.approx(means)
-        assert band.get_label() == "window min-max"
+        assert list(band.get_data().baseline) == mins
+        assert list(mean.get_data().values) == pytest.approx(means)
+        assert list(band.get_data().values) == maxes
+        assert len(mean.get_data().edges) == 4  # three adjacent windows, no gap
 
 
 @pytest.mark.integration
-def test_html_chart_from_a_real_run(real_run: RealRun, tmp_path: Path) -> None:
-    path = tmp_path / "chart.html"
-    plot(real_run, path)
-    html = path.read_text()
-    assert 3_000_000 < len(html) < 10_000_000  # plotly.js is embedded, so it opens offline
-    traces = plotly_traces(html)
-    assert [trace["name"] for trace in traces] == [
-        "Sensor1 max",
-        "window min-max",
-        "window mean",
-        "reading",
-        "Sensor2 max",
-        "window min-max",
-        "window mean",
-        "reading",
+def test_chart_of_a_missing_topic_exits_1_with_one_line(
+    broker_address: str, names: Any, tmp_path: Path
+) -> None:
+    create_topic(broker_address, names.agg)
+    result = run_script(
+        "sensor_stream_viewer.py", "--broker-address", broker_address, "--agg-topic", names.agg,
+        "--raw-topic", names.raw, "--plot", str(tmp_path / "chart.png"),
+    )  # fmt: skip
+    assert result.returncode == 1
+    (line,) = result.stderr.splitlines()
+    assert (
+        f"ERROR sensor_stream_viewer: Topic {names.raw} does not exist at {broker_address}" in line
+    )
+    assert not (tmp_path / "chart.png").exists()
+
+
+@pytest.mark.integration
+def test_live_table_in_a_terminal(broker_address: str, names: Any) -> None:
+    create_topic(broker_address, names.agg)
+    produce(broker_address, names.agg, RECORDED)
+    terminal, viewer_end = pty.openpty()
+    viewer = subprocess.Popen(
+        [sys.executable, "sensor_stream_viewer.py", "--broker-address", broker_address,
+         "--agg-topic", names.agg, "--duration", "3"],
+        cwd=Path(__file__).resolve().parent.parent,
+        stdout=viewer_end,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    os.close(viewer_end)
+    screen = b""
+    with contextlib.suppress(OSError):  # EIO once the viewer has exited
+        while chunk := os.read(terminal, 65536):
+            screen += chunk
+    os.close(terminal)
+    assert viewer.wait(timeout=30) == 0
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.decode())  # drop cursor movements
+    last_frame = text[text.rindex("Temperature per sensor") :]
+    rows = [line.strip() for line in last_frame.splitlines() if line.startswith("Sensor")]
+    assert rows == [
+        "Sensor    Window (UTC)       Count    Min   Mean    Max  Recent means  Windows",
+        "Sensor1   05:08:20-05:08:30      8  21.30  21.62  21.95  ▁█▅                 3",
+        "Sensor2   05:08:10-05:08:20      8  24.00  24.12  24.30  ▅                   1",
+        "Sensor10  05:08:00-05:08:10      7  18.02  18.25  18.60  ▅                   1",
     ]
-    assert [len(trace["x"]) for trace in traces] == [6, 6, 6, 35, 6, 6, 6, 35]
+    assert "5 windows" in last_frame
 
 
-def plotly_traces(html: str) -> list[dict[str, Any]]:
-    """The trace list passed to Plotly.newPlot in a file written by write_html."""
-    call = re.search(r'Plotly\.newPlot\(\s*"[^"]+",\s*', html)
-    assert call is not None
-    traces, _ = json.JSONDecoder().raw_decode(html, call.end())
-    return traces
-
-
-def test_plotly_figure_has_four_traces_per_sensor() -> None:
-    series = collect_series([FakeMessage(k, v) for k, v in RECORDED], [])
-    assert len(plot_plotly(series).data) == 12
+@pytest.mark.integration
+def test_a_lost_broker_is_one_line_and_a_stop_still_exits_0(
+    names: Any, start_broker: Callable[..., BrokerProcess]
+) -> None:
+    port = find_free_port()
+    address = f"127.0.0.1:{port}"
+    with start_broker(port) as broker:
+        create_topic(address, names.agg)
+        produce(address, names.agg, RECORDED[:1])
+        with Script("sensor_stream_viewer.py", "--broker-address", address,
+                    "--agg-topic", names.agg) as viewer:  # fmt: skip
+            viewer.wait_for_output("Sensor1 05:08:00-05:08:10 count=8", timeout=30)
+            broker.stop()
+            viewer.wait_for_output(f"Lost the broker at {address}", timeout=30)
+            time.sleep(3)  # librdkafka retries meanwhile, and would log each attempt
+            asked = time.monotonic()
+            viewer.process.send_signal(signal.SIGTERM)
+            time.sleep(0.5)  # two signals at once would arrive as one
+            assert viewer.stop(signal.SIGTERM) == 0
+            assert time.monotonic() - asked < 5  # the second signal skips reading to the end
+    output = viewer.output()
+    assert output.count(f"Lost the broker at {address}") == 1
+    assert "Connection refused" not in output
+    assert "Traceback" not in output
