@@ -17,6 +17,7 @@ counting as readings, so the last window closes when the producer stops.
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import signal
@@ -56,6 +57,7 @@ from sensor_settings import LogLevel, RawTopicSettings, configure_logging, load_
 logger = logging.getLogger("sensor_stream_processor")
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+ONE_MS = timedelta(milliseconds=1)
 # What the processor needs on the embedded broker (embedded_broker.PROCESSOR_PRODUCER_CONFIG).
 EMBEDDED_BROKER_PRODUCER_CONFIG = '{"batch.num.messages": 1}'
 
@@ -135,8 +137,8 @@ def parse_reading(payload: bytes) -> Reading:
     if reading.get("watermark") is True:
         return reading  # type: ignore[return-value]  # moves time; carries no value
     value = reading.get("value")
-    # bool is an int subclass, but true is not a temperature.
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    # An exact type check: bool is an int subclass, but true is not a temperature.
+    if type(value) not in (float, int) or not math.isfinite(value):
         reason = "missing-value" if value is None else "non-numeric-value"
         raise InvalidReading(reason, f"'value' is {value!r}, not a finite number")
     return reading  # type: ignore[return-value]
@@ -153,22 +155,28 @@ class CurrentMessage:
     message before it polls the next, so later steps see the message they handle.
     """
 
-    payload: bytes = b""
-    headers: Any = None
+    __slots__ = ("headers", "payload")
+
+    def __init__(self) -> None:
+        self.payload: bytes = b""
+        self.headers: Any = None
+
+
+current = CurrentMessage()
 
 
 class ReadingDeserializer(Deserializer):
-    """Parses each message, counts it, and keeps it as the CurrentMessage."""
+    """Parses each message, counts it, and keeps it as the `current` message."""
 
     def __init__(self, counters: Counter[str]) -> None:
         super().__init__()
         self.counters = counters
 
     def __call__(self, value: bytes, ctx: SerializationContext) -> Reading:
-        CurrentMessage.payload, CurrentMessage.headers = value, ctx.headers
+        current.payload, current.headers = value, ctx.headers
         self.counters["processed"] += 1
         reading = parse_reading(value)
-        if is_watermark(reading):
+        if reading.get("watermark") is True:
             self.counters["watermarks"] += 1
         return reading
 
@@ -186,9 +194,7 @@ def parse_event_time(ts: object) -> int:
         raise InvalidReading("bad-ts", f"'ts' is {ts!r}, not an ISO-8601 date and time") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    # Integer arithmetic: float seconds can be one millisecond off.
-    delta = moment - EPOCH
-    return delta.days * 86_400_000 + delta.seconds * 1000 + delta.microseconds // 1000
+    return (moment - EPOCH) // ONE_MS  # exact: float seconds can be one millisecond off
 
 
 def extract_event_time(
@@ -220,20 +226,18 @@ def initialize_stats(reading: Reading) -> WindowStats:
 
 
 def add_reading(stats: WindowStats, reading: Reading) -> WindowStats:
-    if is_watermark(reading):
+    if reading.get("watermark") is True:
         return stats
-    if stats["count"] == 0:
+    count, low, high, old = stats["count"], stats["min"], stats["max"], stats["sum"]
+    if count == 0:
         return initialize_stats(reading)
     value = reading["value"]
-    total = stats["sum"] + value
-    if abs(stats["sum"]) >= abs(value):
-        lost = (stats["sum"] - total) + value
-    else:
-        lost = (value - total) + stats["sum"]
+    total = old + value
+    lost = (old - total) + value if abs(old) >= abs(value) else (value - total) + old
     return {
-        "count": stats["count"] + 1,
-        "min": min(stats["min"], value),
-        "max": max(stats["max"], value),
+        "count": count + 1,
+        "min": value if value < low else low,
+        "max": value if value > high else high,
         "sum": total,
         "compensation": stats["compensation"] + lost,
     }
@@ -266,12 +270,12 @@ def format_ms(epoch_ms: int) -> str:
     return (EPOCH + timedelta(milliseconds=epoch_ms)).isoformat(timespec="milliseconds")
 
 
-def log_aggregate(value: dict[str, Any], key: str, timestamp: int, headers: Any) -> None:
+def log_aggregate(value: dict[str, Any], key: bytes, timestamp: int, headers: Any) -> None:
     if logger.isEnabledFor(logging.INFO):  # skip formatting the times when nobody reads them
         t = value["temperature"]
         logger.info(
             "%s [%s, %s) count=%d min=%.2f max=%.2f mean=%.4f",
-            key, format_ms(value["start"]), format_ms(value["end"]),
+            key.decode(errors="replace"), format_ms(value["start"]), format_ms(value["end"]),
             t["count"], t["min"], t["max"], t["mean"],
         )  # fmt: skip
 
@@ -330,27 +334,29 @@ class DeadLetterCallbacks:
         self.sink.send(message.key(), message.headers(), exc.reason, exc.detail, value=value)
         return True
 
-    def keep_if_keyed(self, value: Reading, key: str | None, timestamp: int, headers: Any) -> bool:
+    def keep_if_keyed(
+        self, value: Reading, key: bytes | None, timestamp: int, headers: Any
+    ) -> bool:
         if key:
             return True
         logger.warning("Dead-lettered a reading without a sensor key: %s", value)
-        self.sink.send(None, CurrentMessage.headers, "no-key", "the message has no key (sensor id)",
-                       value=CurrentMessage.payload)  # fmt: skip
+        self.sink.send(None, current.headers, "no-key", "the message has no key (sensor id)",
+                       value=current.payload)  # fmt: skip
         return False
 
-    def on_late(self, value: Reading, key: str, timestamp_ms: int, late_by_ms: int, start: int,
+    def on_late(self, value: Reading, key: bytes, timestamp_ms: int, late_by_ms: int, start: int,
                 end: int, *where: Any) -> bool:  # fmt: skip
         """Quix passes (name, topic, partition, offset) as `where`."""
         if is_watermark(value):
             return False  # an old watermark says nothing new
         detail = (
             f"reading at {format_ms(timestamp_ms)} is {late_by_ms} ms late for window "
-            f"[{format_ms(start)}, {format_ms(end)}) of {key}"
+            f"[{format_ms(start)}, {format_ms(end)}) of {key.decode(errors='replace')}"
         )
         logger.warning("Dead-lettered late reading %s[%s]@%s: %s", *where[1:], detail)
         window = [("window_start", str(start).encode()), ("window_end", str(end).encode())]
-        self.sink.send(key.encode(), CurrentMessage.headers, "late", detail,
-                       value=CurrentMessage.payload, extra=window)  # fmt: skip
+        self.sink.send(key, current.headers, "late", detail,
+                       value=current.payload, extra=window)  # fmt: skip
         return False  # logged here; Quix Streams need not
 
 
@@ -480,13 +486,13 @@ def build_pipeline(
     config = TopicConfig(settings.partitions, 1, extra_config=dict(TOPIC_RETENTION))
     raw = app.topic(
         settings.raw_topic,
-        key_deserializer="string",
+        key_deserializer="bytes",  # sensor ids stay bytes: no decoding per reading
         value_deserializer=ReadingDeserializer(counters),
         timestamp_extractor=extract_event_time,  # attached before the dataframe is built
         config=config,
     )
     aggregates = app.topic(
-        settings.agg_topic, key_serializer="string", value_serializer="json", config=config
+        settings.agg_topic, key_serializer="bytes", value_serializer="json", config=config
     )
     sdf = app.dataframe(raw)
     sdf = sdf.filter(dead.keep_if_keyed, metadata=True)
@@ -555,6 +561,9 @@ def main(argv: list[str] | None = None) -> int:
             settings.raw_topic, settings.window_seconds, settings.agg_topic,
             settings.processing_guarantee, settings.dlq_topic,
         )  # fmt: skip
+        # The libraries' objects live as long as the process: keep the garbage collector
+        # from scanning them again and again while readings stream through.
+        gc.freeze()
         with periodic_summary(counters, settings.summary_interval):
             app.run()
     except KeyboardInterrupt:  # Ctrl-C before Quix Streams ran, or a second one as it stopped
