@@ -12,7 +12,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from confluent_kafka import (
@@ -84,8 +84,14 @@ def silent_logger() -> logging.Logger:
     return logger
 
 
-def ensure_topic(broker: BrokerSettings, name: str, partitions: int, timeout: float) -> int:
-    """Create `name` unless it exists, and return its partition count.
+def ensure_topic(
+    broker: BrokerSettings,
+    name: str,
+    partitions: int,
+    timeout: float,
+    config: Mapping[str, str] = TOPIC_RETENTION,
+) -> int:
+    """Create `name` with `config` unless it exists, and return its partition count.
 
     An existing topic is never reconfigured; if its partition count differs from
     `partitions`, that is logged once.
@@ -94,7 +100,7 @@ def ensure_topic(broker: BrokerSettings, name: str, partitions: int, timeout: fl
     existing = admin.list_topics(timeout=timeout).topics.get(name)
     if existing is None:
         futures = admin.create_topics(
-            [NewTopic(name, partitions, replication_factor=1, config=TOPIC_RETENTION)],
+            [NewTopic(name, partitions, replication_factor=1, config=dict(config))],
             request_timeout=timeout,
         )
         try:

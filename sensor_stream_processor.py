@@ -59,6 +59,14 @@ logger = logging.getLogger("sensor_stream_processor")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ONE_MS = timedelta(milliseconds=1)
 # What the processor needs on the embedded broker (embedded_broker.PROCESSOR_PRODUCER_CONFIG).
+# A 6 s session keeps group joins and failover quick on any broker. A fetch waits at
+# most 50 ms: some brokers (the embedded one) hold it that long even when readings
+# are there, and librdkafka's default 500 ms would then be most of a window's latency.
+CONSUMER_DEFAULTS = {
+    "session.timeout.ms": 6000,
+    "heartbeat.interval.ms": 1500,
+    "fetch.wait.max.ms": 50,
+}
 EMBEDDED_BROKER_PRODUCER_CONFIG = '{"batch.num.messages": 1}'
 
 
@@ -84,6 +92,9 @@ class ProcessorSettings(RawTopicSettings):
     exactly_once: bool = Field(False, description="same as --processing-guarantee exactly-once")
     commit_interval: float = Field(
         5.0, ge=0, description="seconds between commits (and transactions, with exactly-once)"
+    )
+    consumer_config: Json[dict[str, Any]] = Field(
+        "{}", description="extra librdkafka settings for the input consumer, a JSON object"
     )
     producer_config: Json[dict[str, Any]] = Field(
         "{}", description="extra librdkafka settings for the output producer, a JSON object"
@@ -524,8 +535,7 @@ def build_application(
             processing_guarantee=settings.processing_guarantee,
             commit_interval=settings.commit_interval,
             on_consumer_error=dead.on_consumer_error,
-            # A 6 s session keeps group joins and failover quick on any broker.
-            consumer_extra_config={"session.timeout.ms": 6000, "heartbeat.interval.ms": 1500},
+            consumer_extra_config={**CONSUMER_DEFAULTS, **settings.consumer_config},
             producer_extra_config=settings.producer_config,
             broker_availability_timeout=settings.broker_outage_timeout,
             loglevel=None,  # use our log format

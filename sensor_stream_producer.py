@@ -64,6 +64,10 @@ class ProducerSettings(RawTopicSettings):
     delivery_timeout: NonNegativeFloat = Field(
         120.0, description="seconds to keep retrying a message while the broker is unreachable"
     )
+    linger_ms: NonNegativeInt = Field(
+        5,
+        description="ms a reading may wait to share a request with others (librdkafka linger.ms)",
+    )
     quiet: bool = Field(False, description="no progress display")
 
 
@@ -320,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     producer = Producer({
         **settings.librdkafka_config(),
         **kafka_io.client_logging(),
-        "linger.ms": 20,
+        "linger.ms": settings.linger_ms,
         "message.timeout.ms": int(settings.delivery_timeout * 1000),
     })  # fmt: skip
     sensor_ids = [f"Sensor{n}" for n in range(1, settings.sensors + 1)]

@@ -48,16 +48,18 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+import kafka_io  # noqa: E402
 from embedded_broker import EmbeddedBroker  # noqa: E402
 from kafka_broker import KafkaBroker  # noqa: E402
 from launcher import start_child, stop_child  # noqa: E402
+from sensor_settings import BrokerSettings  # noqa: E402
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Event times start at 2024-01-01T00:00:00Z: results do not depend on the host clock.
@@ -153,10 +155,9 @@ def unique_name(prefix: str) -> str:
 
 
 def create_topics(address: str, partitions: int, *names: str, **config: str) -> None:
-    admin = AdminClient({"bootstrap.servers": address})
-    topics = [NewTopic(n, partitions, 1, config={**RETENTION, **config}) for n in names]
-    for future in admin.create_topics(topics, request_timeout=30).values():
-        future.result(timeout=30)
+    broker = BrokerSettings(broker_address=address)
+    for name in names:
+        kafka_io.ensure_topic(broker, name, partitions, 30, config={**RETENTION, **config})
 
 
 def produce_workload(address: str, topic: str, partitions: int, workload: Workload) -> None:
@@ -224,23 +225,8 @@ def records(messages: Iterable[Message]) -> list[Message]:
 
 
 def read_to_end(address: str, topic: str, timeout: float = 120.0) -> list[Message]:
-    """Every record on `topic` now: read until every partition has reported its end."""
-    consumer = reader(address, [topic])
-    try:
-        pending = {tp.partition for tp in consumer.assignment()}
-        found: list[Message] = []
-        deadline = time.monotonic() + timeout
-        while pending:
-            if time.monotonic() > deadline:
-                raise BenchmarkError(f"{topic}: partitions {pending} not read to the end")
-            for msg in consumer.consume(10_000, 0.5):
-                if msg.error() is not None and msg.error().code() == KafkaError._PARTITION_EOF:
-                    pending.discard(msg.partition())
-                else:
-                    found += records([msg])
-        return found
-    finally:
-        consumer.close()
+    """Every record on `topic` now, by the one rule in kafka_io."""
+    return kafka_io.read_to_end(BrokerSettings(broker_address=address), topic, timeout=timeout)
 
 
 # --- The scripts as child processes -----------------------------------------------

@@ -17,7 +17,7 @@ arrive but are not timed: a watermark's time is not when it was sent.
 Where the time goes (`hops`, p50 and p99 per window). Both topics are created
 with message.timestamp.type=LogAppendTime; where the broker honours it (Kafka),
 its append times split each latency into
-  producer   reading produced -> on the broker (the producer's linger.ms, 20)
+  producer   reading produced -> on the broker (the producer's linger.ms, --linger-ms)
   processor  reading on the broker -> aggregate on the broker (the processor's
              fetch wait, processing, and its producer's linger and batching)
   reader     aggregate on the broker -> read (the reader's fetch wait)
@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import tempfile
 import time
@@ -60,14 +61,17 @@ from harness import (
 )
 
 WindowId = tuple[str, int]  # (sensor, window start ms)
-# name: (extra processor flags, extra reader config); each differs from "shipped" in one setting.
-CONFIGS: dict[str, tuple[list[str], dict[str, Any]]] = {
-    "shipped": ([], {}),
-    "processor-linger-0": (['--producer-config={"linger.ms": 0}'], {}),
-    "processor-one-record-batches": (['--producer-config={"batch.num.messages": 1}'], {}),
-    "processor-commit-1s": (["--commit-interval=1"], {}),
-    "processor-warning": (["--log-level=WARNING"], {}),
-    "reader-fetch-wait-500": ([], {"fetch.wait.max.ms": 500}),
+# name: (extra processor flags, extra producer flags, extra reader config); each differs
+# from "shipped" in one setting.
+CONFIGS: dict[str, tuple[list[str], list[str], dict[str, Any]]] = {
+    "shipped": ([], [], {}),
+    "processor-fetch-wait-500": (['--consumer-config={"fetch.wait.max.ms": 500}'], [], {}),
+    "processor-linger-0": (['--producer-config={"linger.ms": 0}'], [], {}),
+    "processor-one-record-batches": (['--producer-config={"batch.num.messages": 1}'], [], {}),
+    "processor-commit-1s": (["--commit-interval=1"], [], {}),
+    "processor-warning": (["--log-level=WARNING"], [], {}),
+    "producer-linger-20": ([], ["--linger-ms=20"], {}),
+    "reader-fetch-wait-500": ([], [], {"fetch.wait.max.ms": 500}),
 }
 
 
@@ -110,7 +114,7 @@ def event_ms(ts: str) -> int:
 
 
 def measure(opts: argparse.Namespace, address: str, work: Path, config: str) -> dict[str, Any]:
-    flags, reader_config = CONFIGS[config]
+    flags, producer_extra, reader_config = CONFIGS[config]
     raw, agg, group = unique_name("latency-raw"), unique_name("latency-agg"), unique_name(config)
     create_topics(address, opts.partitions, raw, agg, **{"message.timestamp.type": "LogAppendTime"})
     tracker = ClosingTracker(opts.window_seconds * 1000, opts.grace_seconds * 1000)
@@ -134,7 +138,7 @@ def measure(opts: argparse.Namespace, address: str, work: Path, config: str) -> 
         started_ms = time.time() * 1000
         producer_flags = [f"--broker-address={address}", f"--raw-topic={raw}", "--quiet"]
         producer_flags += [f"--count={round(opts.rate * opts.duration)}", f"--rate={opts.rate:g}"]
-        producer_flags.append(f"--sensors={opts.sensors}")
+        producer_flags += [f"--sensors={opts.sensors}", *producer_extra]
         producer = Child("sensor_stream_producer.py", producer_flags, work / f"{raw}.log")
         finish_by = time.monotonic() + opts.duration + 120
         while time.monotonic() < finish_by:
@@ -219,14 +223,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--configs", nargs="+", choices=CONFIGS, default=["shipped"], help="default shipped"
     )
     parser.add_argument("--split", action="store_true", help="run every configuration")
+    parser.add_argument(
+        "--warmup-run-seconds",
+        type=float,
+        default=30.0,
+        help="on a broker this benchmark starts, first run the first configuration this long, "
+        "untimed: a broker just started (Kafka's JVM) is slower for its first minute; default 30",
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
     failed = False
+    configs = list(CONFIGS) if opts.split else opts.configs
+    fresh_broker = not os.environ.get("BROKER_ADDRESS")
     with broker_address() as address, tempfile.TemporaryDirectory() as work:
-        for config in list(CONFIGS) if opts.split else opts.configs:
+        if fresh_broker and opts.warmup_run_seconds > 0:
+            warmup = argparse.Namespace(**{**vars(opts), "duration": opts.warmup_run_seconds})
+            measure(warmup, address, Path(work), configs[0])
+        for config in configs:
             result = measure(opts, address, Path(work), config)
             print(json.dumps(result), flush=True)
             failed = failed or result["missing"] > 0
