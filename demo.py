@@ -121,8 +121,8 @@ class StopRequest:
 
     def __call__(self, signum: int, frame: Any) -> None:
         if signum == signal.SIGHUP or self.requested.is_set():
-            self.hurry.set()
-        self.requested.set()
+            launcher.set_from_handler(self.hurry)
+        launcher.set_from_handler(self.requested)
 
 
 def wait_for_processor(

@@ -85,8 +85,13 @@ def fetch_jars() -> Path:
 
 
 def random_cluster_id() -> str:
-    """A Kafka Uuid: 16 random bytes, URL-safe base64 without padding."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    """A Kafka Uuid: 16 random bytes, URL-safe base64 without padding.
+
+    As Kafka's own Uuid.randomUuid(), never one that starts with "-": the storage
+    tool would take it for an option (one format in 64 failed so)."""
+    while (found := base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode())[0] == "-":
+        pass
+    return found
 
 
 def parse_scram_user(text: str) -> tuple[str, str]:
@@ -186,8 +191,9 @@ class KafkaBroker(BrokerProcess):
             capture_output=True, text=True, check=False, timeout=120,
         )  # fmt: skip
         if formatted.returncode != 0:
-            errors = [line for line in formatted.stderr.splitlines() if "Exception" in line]
-            raise BrokerStartError(f"formatting Kafka's storage failed: {errors[:1]}")
+            lines = (formatted.stderr or formatted.stdout).strip().splitlines() or ["no output"]
+            errors = [line for line in lines if "Exception" in line] or lines[-1:]
+            raise BrokerStartError(f"formatting Kafka's storage failed: {errors[0]}")
 
     def is_ready(self) -> bool:
         """The broker answers metadata requests and lists itself: it can take topics."""

@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -40,6 +41,16 @@ def on_stop_signals(handler: Callable[[int, Any], None]) -> None:
     die_with_parent(signal.SIGTERM)
     if os.getppid() != parent:  # the parent was already gone before we asked
         handler(signal.SIGTERM, None)
+
+
+def set_from_handler(event: threading.Event) -> None:
+    """Set `event` from a signal handler without risk of waiting for ever.
+
+    A handler runs in the main thread, perhaps while that thread is inside its own
+    event.wait() and holds the event's lock, which is not re-entrant: event.set()
+    there would never return. A short-lived thread sets it once the lock is free.
+    """
+    threading.Thread(target=event.set, name="stop-signal", daemon=True).start()
 
 
 def raise_keyboard_interrupt(signum: int, frame: Any) -> None:

@@ -34,6 +34,7 @@ from rich.progress import (
 )
 
 import kafka_io
+import launcher
 from sensor_settings import RawTopicSettings, configure_logging, load_settings
 
 logger = logging.getLogger("sensor_stream_producer")
@@ -319,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+        signal.signal(signum, lambda *_: launcher.set_from_handler(stop))
 
     producer = Producer({
         **settings.librdkafka_config(),

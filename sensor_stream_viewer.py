@@ -46,6 +46,7 @@ from rich.live import Live
 from rich.table import Table
 
 import kafka_io
+import launcher
 from sensor_settings import BrokerSettings, configure_logging, load_settings
 from sensor_stream_processor import EPOCH, InvalidReading, parse_event_time, parse_reading
 
@@ -447,7 +448,9 @@ def main(argv: list[str] | None = None) -> int:
         # one stops reading it to its end, too.
         stop, hurry = threading.Event(), threading.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, lambda *_: (hurry if stop.is_set() else stop).set())
+            signal.signal(
+                signum, lambda *_: launcher.set_from_handler(hurry if stop.is_set() else stop)
+            )
     except KeyboardInterrupt:
         logger.info(
             "Stopped before %s", "writing the chart" if settings.plot else "showing anything"

@@ -5,8 +5,9 @@ process started with the flags the README documents, never imported. The
 harness times them from the outside:
 
 - start-up: from starting the processes to the first moment their consumer
-  group is Stable (joined, partitions assigned; DescribeConsumerGroups, polled
-  every 20 ms), reported as `startup_s`;
+  group is Stable with all of them as members (partitions assigned;
+  DescribeConsumerGroups, polled every 20 ms; the embedded broker lists no
+  members, so there it is the first Stable), reported as `startup_s`;
 - processing: from then to the moment the harness reads the last expected
   record from the output topic, reported as `seconds` and `readings_per_s`.
 

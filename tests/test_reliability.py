@@ -346,7 +346,10 @@ def read_until(
     deadline = time.monotonic() + timeout
     while not enough(found := read()):
         assert script.process.poll() is None, script.output()
-        assert time.monotonic() < deadline, f"{len(found)} records after {timeout}s"
+        assert time.monotonic() < deadline, (
+            f"{len(found)} records after {timeout}s: {[(r.key, r.json()['start']) for r in found]}"
+            f"\n{script.output()}"
+        )
         time.sleep(0.2)
     return found
 
