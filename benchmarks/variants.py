@@ -36,6 +36,7 @@ VARIANTS = {
     "commit-30s": ["--commit-interval=30"],
     "one-record-batches": ['--producer-config={"batch.num.messages": 1}'],  # the embedded broker's
     "exactly-once": ["--processing-guarantee=exactly-once"],
+    "fetch-wait-500": ['--consumer-config={"fetch.wait.max.ms": 500}'],  # librdkafka's default
 }
 
 

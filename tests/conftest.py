@@ -74,6 +74,17 @@ def start_broker() -> Callable[..., BrokerProcess]:
 
 
 @pytest.fixture
+def embedded_broker(broker: Broker) -> Iterator[Broker]:
+    """The embedded broker, for tests of its own quirks: the session's broker under
+    `make test`, and one started for the test under `make test-kafka`."""
+    if broker.kind == "embedded":
+        yield broker
+        return
+    with EmbeddedBroker() as started:
+        yield Broker("embedded", started.address)
+
+
+@pytest.fixture
 def names(request: pytest.FixtureRequest) -> TopicNames:
     return TopicNames(request.node.name)
 
