@@ -89,9 +89,10 @@ def random_cluster_id() -> str:
 
     As Kafka's own Uuid.randomUuid(), never one that starts with "-": the storage
     tool would take it for an option (one format in 64 failed so)."""
-    while (found := base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode())[0] == "-":
-        pass
-    return found
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def parse_scram_user(text: str) -> tuple[str, str]:

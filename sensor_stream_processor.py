@@ -43,6 +43,7 @@ from quixstreams.models import Deserializer, SerializationContext, TimestampType
 from quixstreams.models.topics.exceptions import TopicConfigurationMismatch, TopicNotFoundError
 from quixstreams.state.exceptions import InvalidChangelogOffset, InvalidStoreChangelogOffset
 
+from embedded_broker import PROCESSOR_PRODUCER_CONFIG
 from kafka_io import (
     TOPIC_RETENTION,
     BrokerOutageLog,
@@ -58,7 +59,6 @@ logger = logging.getLogger("sensor_stream_processor")
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ONE_MS = timedelta(milliseconds=1)
-# What the processor needs on the embedded broker (embedded_broker.PROCESSOR_PRODUCER_CONFIG).
 # A 6 s session keeps group joins and failover quick on any broker. A fetch waits at
 # most 50 ms: some brokers (the embedded one) hold it that long even when readings
 # are there, and librdkafka's default 500 ms would then be most of a window's latency.
@@ -67,7 +67,6 @@ CONSUMER_DEFAULTS = {
     "heartbeat.interval.ms": 1500,
     "fetch.wait.max.ms": 50,
 }
-EMBEDDED_BROKER_PRODUCER_CONFIG = '{"batch.num.messages": 1}'
 
 
 class ProcessorSettings(RawTopicSettings):
@@ -145,14 +144,18 @@ def parse_reading(payload: bytes) -> Reading:
         raise InvalidReading("not-an-object", f"JSON {type(reading).__name__}, not an object")
     if "ts" not in reading:
         raise InvalidReading("missing-ts", "no 'ts' field")
-    if reading.get("watermark") is True:
+    if is_watermark(reading):
         return reading  # type: ignore[return-value]  # moves time; carries no value
     value = reading.get("value")
-    # An exact type check: bool is an int subclass, but true is not a temperature.
-    if type(value) not in (float, int) or not math.isfinite(value):
+    if not is_finite_number(value):
         reason = "missing-value" if value is None else "non-numeric-value"
         raise InvalidReading(reason, f"'value' is {value!r}, not a finite number")
     return reading  # type: ignore[return-value]
+
+
+def is_finite_number(value: object) -> bool:
+    # An exact type check: bool is an int subclass, but true is not a temperature.
+    return type(value) in (float, int) and math.isfinite(value)
 
 
 def is_watermark(reading: Reading) -> bool:
@@ -187,7 +190,7 @@ class ReadingDeserializer(Deserializer):
         current.payload, current.headers = value, ctx.headers
         self.counters["processed"] += 1
         reading = parse_reading(value)
-        if reading.get("watermark") is True:
+        if is_watermark(reading):
             self.counters["watermarks"] += 1
         return reading
 
@@ -237,7 +240,7 @@ def initialize_stats(reading: Reading) -> WindowStats:
 
 
 def add_reading(stats: WindowStats, reading: Reading) -> WindowStats:
-    if reading.get("watermark") is True:
+    if is_watermark(reading):
         return stats
     count, low, high, old = stats["count"], stats["min"], stats["max"], stats["sum"]
     if count == 0:
@@ -455,7 +458,7 @@ def explain(exc: Exception, settings: ProcessorSettings) -> str | None:
             f"the window state in {state} is ahead of its changelog topic at {at} "
             f"({type(exc).__name__}), so it cannot be restored: remove {state} and start again. "
             "On the embedded broker (make broker) its high-watermark quirk causes this: run "
-            f"the processor there with PRODUCER_CONFIG='{EMBEDDED_BROKER_PRODUCER_CONFIG}'"
+            f"the processor there with PRODUCER_CONFIG='{PROCESSOR_PRODUCER_CONFIG}'"
         )
     if isinstance(exc, KeyError) and exc.args[:1] == ("retention.ms",):
         return (

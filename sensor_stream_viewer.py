@@ -48,7 +48,13 @@ from rich.table import Table
 import kafka_io
 import launcher
 from sensor_settings import BrokerSettings, configure_logging, load_settings
-from sensor_stream_processor import EPOCH, InvalidReading, parse_event_time, parse_reading
+from sensor_stream_processor import (
+    EPOCH,
+    InvalidReading,
+    is_finite_number,
+    parse_event_time,
+    parse_reading,
+)
 
 if TYPE_CHECKING:
     from confluent_kafka import Message
@@ -103,11 +109,6 @@ class Aggregate:
     max: float
 
 
-def _is_number(value: object) -> bool:
-    # bool is an int subclass, but true is not a temperature.
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def parse_aggregate(key: bytes | None, value: bytes | None) -> Aggregate:
     """Kafka key and value to an Aggregate, or InvalidAggregate saying what is wrong."""
     if not key:
@@ -126,7 +127,7 @@ def parse_aggregate(key: bytes | None, value: bytes | None) -> Aggregate:
     if not isinstance(count, int) or isinstance(count, bool) or count <= 0:
         raise InvalidAggregate(f"bad count {count!r}")
     numbers = {name: stats.get(name) for name in ("min", "mean", "max")}
-    if not all(_is_number(number) for number in numbers.values()):
+    if not all(is_finite_number(number) for number in numbers.values()):
         raise InvalidAggregate(f"min/mean/max are not all numbers: {numbers}")
     return Aggregate(sensor, start, end, count, **numbers)
 

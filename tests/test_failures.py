@@ -39,7 +39,6 @@ from kafka_helpers import (
 )
 from launcher import BrokerProcess, find_free_port
 from reference_model import expected_windows
-from sensor_stream_processor import EMBEDDED_BROKER_PRODUCER_CONFIG
 from test_pipeline import BASE_MS, GRACE_MS, WINDOW_MS, approx_means
 
 pytestmark = pytest.mark.integration
@@ -288,7 +287,7 @@ def test_processor_restarted_on_the_embedded_broker_without_its_setting_exits_1_
     error = assert_one_error_line_and_no_traceback(second.output())
     assert "InvalidStoreChangelogOffset" in error
     assert f"remove {state / names.group} and start again" in error
-    assert f"PRODUCER_CONFIG='{EMBEDDED_BROKER_PRODUCER_CONFIG}'" in error
+    assert f"PRODUCER_CONFIG='{PROCESSOR_PRODUCER_CONFIG}'" in error
 
 
 def test_processor_with_state_from_a_broker_that_is_gone_exits_1_with_one_line(
@@ -413,7 +412,3 @@ def test_a_topic_name_the_broker_refuses_exits_1_with_one_line(
     assert result.returncode == 1
     error = assert_one_error_line_and_no_traceback(result.stderr)
     assert f"could not create topic {REFUSED_NAME!r} at {broker.address}" in error
-
-
-def test_the_embedded_broker_setting_named_in_the_error_is_the_one_it_needs() -> None:
-    assert EMBEDDED_BROKER_PRODUCER_CONFIG == PROCESSOR_PRODUCER_CONFIG
