@@ -49,7 +49,9 @@ def produce(
     partition: int | None = None,
 ) -> None:
     """Produce (key, value) pairs in order and wait until all are delivered."""
-    producer = Producer({"bootstrap.servers": address, "linger.ms": 5})
+    # Idempotence keeps the order through retries: under load a retried batch could
+    # otherwise land after the next one, and its readings would arrive late.
+    producer = Producer({"bootstrap.servers": address, "linger.ms": 5, "enable.idempotence": True})
     errors: list[str] = []
 
     def on_delivery(err: Any, msg: Any) -> None:
