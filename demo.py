@@ -13,6 +13,7 @@ the viewer, which reads the aggregate topic to its end; then the broker.
 
 from __future__ import annotations
 
+import fcntl
 import math
 import os
 import re
@@ -22,13 +23,15 @@ import subprocess
 import sys
 import threading
 import time
+from collections import defaultdict
 from contextlib import ExitStack, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from subprocess import Popen
-from typing import Any
+from typing import IO, Any
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, ConsumerGroupState, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
 from pydantic import Field, NonNegativeFloat, PositiveInt, SecretStr, model_validator
 
 import launcher
@@ -40,6 +43,13 @@ REPO = Path(__file__).resolve().parent
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "0.0.0.0")  # noqa: S104 (a name, not a bind)
 STOP_TIMEOUT = 30.0  # seconds a script may take to stop before it is killed
 CATCH_UP_TIMEOUT = 60.0  # seconds to wait for the processor to finish the raw topic
+# A run's own topics: demo-<time>-raw, -agg, -raw-dlq, and the processor's changelog.
+RUN_TOPIC = re.compile(r"^(?:changelog__)?(demo-\d{8}T\d{6})-")
+ACTIVE_GROUP_STATES = (
+    ConsumerGroupState.STABLE,
+    ConsumerGroupState.PREPARING_REBALANCING,
+    ConsumerGroupState.COMPLETING_REBALANCING,
+)
 
 
 class DemoSettings(BrokerSettings):
@@ -58,6 +68,10 @@ class DemoSettings(BrokerSettings):
     consumer_group: str = Field("", description="processor's group; default demo-<UTC time>-group")
     demo_log_dir: Path = Field(
         Path("demo-logs"), description="folder for the scripts' logs and this run's window state"
+    )
+    remove_old_runs: bool = Field(
+        False,
+        description="delete the topics and groups that earlier runs left on the broker, and exit",
     )
 
     @model_validator(mode="after")
@@ -102,6 +116,41 @@ def choose_broker(
     return broker.address, {"PRODUCER_CONFIG": PROCESSOR_PRODUCER_CONFIG}
 
 
+def remove_old_runs(broker: DemoSettings) -> int:
+    """Delete the topics and consumer groups of earlier runs, except runs still going.
+
+    Only per-run names count (demo-<time>-...): topics a user named are kept. A run
+    is still going while its processor's group is active.
+    """
+    try:
+        wait_for_broker(broker, timeout=10)
+        admin = AdminClient(broker.librdkafka_config())
+        runs: defaultdict[str, list[str]] = defaultdict(list)
+        for topic in admin.list_topics(timeout=30).topics:
+            if found := RUN_TOPIC.match(topic):
+                runs[found.group(1)].append(topic)
+        groups = {f"{run}-group": run for run in runs}
+        described = admin.describe_consumer_groups(list(groups)) if groups else {}
+        going = set()
+        for group, future in described.items():
+            with suppress(KafkaException):  # no such group: nothing runs
+                if future.result(timeout=30).state in ACTIVE_GROUP_STATES:
+                    going.add(groups[group])
+        old = sorted(set(runs) - going)
+        if topics := [topic for run in old for topic in runs[run]]:
+            for future in admin.delete_topics(topics, operation_timeout=30).values():
+                future.result(timeout=60)
+            for future in admin.delete_consumer_groups([f"{run}-group" for run in old]).values():
+                with suppress(KafkaException):  # a run stopped before its first commit has none
+                    future.result(timeout=30)
+    except (BrokerUnavailable, KafkaException) as exc:
+        say(f"could not remove old runs: {exc}")
+        return 1
+    kept = f"; kept {len(going)} still running" if going else ""
+    say(f"removed {len(topics)} topics of {len(old)} earlier runs at {broker.broker_address}{kept}")
+    return 0
+
+
 # --- 2. What the scripts get ----------------------------------------------------------------
 def child_env(broker: BrokerSettings, needs: dict[str, str]) -> dict[str, str]:
     """The scripts read the broker settings from their environment, as from a user's shell."""
@@ -110,6 +159,17 @@ def child_env(broker: BrokerSettings, needs: dict[str, str]) -> dict[str, str]:
     for name, value in ours.items():
         env[name.upper()] = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
     return env
+
+
+def lock_log_dir(log_dir: Path) -> IO[str] | None:
+    """Hold the log folder for this run until it exits; None if another run holds it."""
+    lock = open(log_dir / ".lock", "w")  # noqa: SIM115 (the lock lasts as long as the process)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        return None
+    return lock
 
 
 # --- 3. Stopping in the order that leaves a true last picture --------------------------------
@@ -221,10 +281,19 @@ def start_scripts(
 
 def main(argv: list[str] | None = None) -> int:
     settings = load_settings(DemoSettings, argv)
+    if settings.remove_old_runs:
+        return remove_old_runs(settings)
     started = time.monotonic()
     launcher.on_stop_signals(stop := StopRequest())
     log_dir = settings.demo_log_dir.resolve()
-    try:  # an earlier run's window state belongs to its broker and topics: never reuse it
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        lock = lock_log_dir(log_dir)  # held until we exit
+        if lock is None:  # the state and logs there are another run's
+            say(f"another demo is running with its logs in {log_dir}/; stop it, "
+                "or set DEMO_LOG_DIR to another folder")  # fmt: skip
+            return 1
+        # An earlier run's window state belongs to its broker and topics: never reuse it.
         shutil.rmtree(log_dir / "state", ignore_errors=True)
         (log_dir / "state").mkdir(parents=True)
         for name in ("broker.log", "producer.log", "processor.log"):

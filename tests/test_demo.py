@@ -20,8 +20,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Consumer
+from confluent_kafka.admin import AdminClient
 
-from kafka_helpers import Script, read_to_end
+from kafka_helpers import Script, create_topic, read_to_end
 from launcher import find_free_port, is_listening
 
 REPO = Path(__file__).resolve().parent.parent
@@ -165,6 +167,41 @@ def test_make_demo_runs_twice_on_a_broker_that_keeps_its_data_with_topics_of_its
     assert re.fullmatch(r"demo-\d{8}T\d{6}-raw", raw)
     assert (agg, dlq, group) == (raw[:-3] + "agg", raw + "-dlq", raw[:-3] + "group")
     assert set(first.topics()).isdisjoint(second.topics())
+    assert_remove_old_runs_keeps_only_what_is_not_theirs(broker_address, env, [first, second])
+
+
+def assert_remove_old_runs_keeps_only_what_is_not_theirs(
+    address: str, env: dict[str, str], old: list[DemoRun]
+) -> None:
+    """What the README says to do about the topics that pile up: every topic and group of
+    the old runs goes; a run still going (its group has a member) and a topic a user named
+    stay."""
+    going = f"demo-{datetime.now(UTC):%Y%m%dT%H%M%S}"  # later than both runs' start
+    user_named = f"user-{going}-raw"
+    for topic in (f"{going}-raw", user_named):
+        create_topic(address, topic)
+    member = Consumer({"bootstrap.servers": address, "group.id": f"{going}-group"})
+    admin = AdminClient({"bootstrap.servers": address})
+    try:
+        member.subscribe([f"{going}-raw"])
+        poll_until(lambda: member.poll(0.2) is None and member.assignment() != [], timeout=30,
+                   what=lambda: f"{going}-group has a member")  # fmt: skip
+        removed = run_demo(env, "--remove-old-runs")
+        assert removed.returncode == 0, removed.stderr
+        assert re.fullmatch(r"demo: removed (\d+) topics of (\d+) earlier runs at \S+; "
+                            r"kept 1 still running\n", removed.stderr), removed.stderr  # fmt: skip
+        stamps = [run.topics()[0].removesuffix("raw") for run in old]  # "demo-<time>-"
+
+        def theirs() -> list[str]:  # raw, agg, dlq and changelog topics
+            return [t for t in admin.list_topics(timeout=10).topics if any(s in t for s in stamps)]
+
+        poll_until(lambda: not theirs(), timeout=30, what=lambda: f"left: {theirs()}")
+        assert {f"{going}-raw", user_named} <= set(admin.list_topics(timeout=10).topics)
+        groups = {g.group_id for g in admin.list_consumer_groups().result(timeout=30).valid}
+        assert not {run.topics()[3] for run in old} & groups
+    finally:
+        member.close()
+        admin.delete_topics([f"{going}-raw", user_named])
 
 
 def interrupt_make_demo(env: dict[str, str]) -> DemoRun:
@@ -317,6 +354,24 @@ def test_sigkill_of_the_demo_stops_every_child_within_5s_and_the_next_run_starts
         CONSUMER_GROUP=names.group,
     )
     assert_clean_run(make_demo(env, duration=15))
+
+
+@pytest.mark.integration
+def test_a_second_demo_on_the_same_log_folder_is_refused_and_the_first_runs_on(
+    running_demo: tuple[Script, list[int], int], tmp_path: Path
+) -> None:
+    demo, children, port = running_demo
+    second = run_demo(demo_env(f"127.0.0.1:{port}", tmp_path))
+    assert second.returncode == 1, second.stderr
+    assert second.stderr == (
+        f"demo: another demo is running with its logs in {tmp_path}/; stop it, "
+        "or set DEMO_LOG_DIR to another folder\n"
+    )
+    assert all(map(running, children))
+    assert any((tmp_path / "state").iterdir())  # the first run's window state is untouched
+    demo.process.send_signal(signal.SIGINT)
+    assert demo.wait(timeout=60) == 0, demo.output()
+    assert CLOSING_LINE.search(demo.output()), demo.output()
 
 
 # --- Failures before anything starts ------------------------------------------------
