@@ -327,6 +327,9 @@ def main(argv: list[str] | None = None) -> int:
         **kafka_io.client_logging(),
         "linger.ms": settings.linger_ms,
         "message.timeout.ms": int(settings.delivery_timeout * 1000),
+        # Keeps each sensor's readings in order through retries: a batch retried after
+        # the next one was written would put its readings behind their window's close.
+        "enable.idempotence": True,
     })  # fmt: skip
     sensor_ids = [f"Sensor{n}" for n in range(1, settings.sensors + 1)]
     sensors = SensorProducer(producer, settings.raw_topic, sensor_ids)

@@ -163,7 +163,8 @@ def create_topics(address: str, partitions: int, *names: str, **config: str) -> 
 
 def produce_workload(address: str, topic: str, partitions: int, workload: Workload) -> None:
     create_topics(address, partitions, topic)
-    producer = Producer({"bootstrap.servers": address, "linger.ms": 50})
+    # Idempotent: a retried batch stays in order, so every run sees the same windows.
+    producer = Producer({"bootstrap.servers": address, "linger.ms": 50, "enable.idempotence": True})
     failures: list[KafkaError] = []
 
     def on_delivery(err: KafkaError | None, msg: Message) -> None:
