@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DURATION ?= 0
+BROKER_PORT ?= 19092
 
 .PHONY: install demo test test-kafka lint format broker kafka clean
 
@@ -38,10 +39,10 @@ format: install
 	$(BIN)/ruff format .
 
 broker: install
-	$(BIN)/python embedded_broker.py --port 19092
+	$(BIN)/python embedded_broker.py --port $(BROKER_PORT)
 
 kafka: install
-	$(BIN)/python kafka_broker.py --port 19092
+	$(BIN)/python kafka_broker.py --port $(BROKER_PORT)
 
 clean:
 	rm -rf $(VENV) kafka/lib state demo-logs .pytest_cache .ruff_cache .hypothesis

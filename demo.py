@@ -86,7 +86,8 @@ class DemoSettings(BrokerSettings):
 
 
 def say(message: str) -> None:
-    print(f"demo: {message}", file=sys.stderr, flush=True)
+    with suppress(OSError):  # a closed terminal: nobody is left to tell
+        print(f"demo: {message}", file=sys.stderr, flush=True)
 
 
 # --- 1. A broker: the one that answers, else one we start --------------------------------
@@ -315,8 +316,11 @@ def main(argv: list[str] | None = None) -> int:
             scripts = start_scripts(broker, child_env(broker, needs), log_dir, stack)
             early = None  # until a stop signal, the end of --duration, or a script exits early
             deadline = started + settings.duration if settings.duration else math.inf
+            terminal_closed = launcher.terminal_closed_check()
             while not stop.requested.wait(0.2) and time.monotonic() < deadline:
-                if early := next((n for n, p in scripts.items() if p.poll() is not None), None):
+                if terminal_closed():
+                    stop(signal.SIGHUP, None)  # what the terminal would have sent us
+                elif early := next((n for n, p in scripts.items() if p.poll() is not None), None):
                     break
             waited = stop_in_order(broker, scripts, stop, early)
     except (launcher.BrokerStartError, BrokerUnavailable, TopicError, KafkaException,

@@ -53,6 +53,26 @@ def set_from_handler(event: threading.Event) -> None:
     threading.Thread(target=event.set, name="stop-signal", daemon=True).start()
 
 
+def terminal_closed_check(fd: int = 2) -> Callable[[], bool]:
+    """A check that turns true once the controlling terminal on `fd` has been closed.
+
+    Closing a terminal sends SIGHUP to its session leader only. When that is not
+    us but `make` (as in `xterm -e make demo`), make waits for us and we hear
+    nothing; but every ioctl on a hung-up terminal fails, so we can ask.
+    """
+
+    def attached() -> bool:
+        try:
+            os.tcgetpgrp(fd)
+            return True
+        except OSError:
+            return False
+
+    if not attached():  # not a terminal, or not ours: nothing to lose
+        return lambda: False
+    return lambda: not attached()
+
+
 def raise_keyboard_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
@@ -203,7 +223,11 @@ def serve_in_foreground(broker: BrokerProcess, next_steps: str) -> int:
             print(f"{broker.name} listening on {broker.address}; Ctrl-C stops it.", flush=True)
             print(next_steps, flush=True)
             assert broker.process is not None
-            status = broker.process.wait()
+            terminal_closed = terminal_closed_check()
+            while (status := broker.process.poll()) is None:
+                if terminal_closed():
+                    return 0  # as on SIGHUP: the with-block stops the broker
+                time.sleep(0.2)
             print(f"{broker.name} exited with status {status}", file=sys.stderr)
             return 1
     except BrokerStartError as exc:

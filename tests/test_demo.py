@@ -374,6 +374,70 @@ def test_a_second_demo_on_the_same_log_folder_is_refused_and_the_first_runs_on(
     assert CLOSING_LINE.search(demo.output()), demo.output()
 
 
+def in_a_terminal(command: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """`command` run by a terminal of its own, as `xterm -e make demo` does: the session
+    leader of a new pseudo-terminal. Killing the returned process closes the terminal."""
+    return subprocess.Popen(
+        ["script", "--quiet", "--flush", "--command", command, str(log)],
+        cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+
+
+def descendants(pid: int) -> list[int]:
+    found = children_of(pid)
+    return found + [grandchild for child in found for grandchild in descendants(child)]
+
+
+def close_terminal_and_check_all_stop(terminal: subprocess.Popen[bytes], port: int) -> None:
+    """Close the terminal; everything it ran must stop within 5 s and free the broker's port."""
+    processes = descendants(terminal.pid)
+    try:
+        terminal.kill()  # the window closes: the kernel hangs up its terminal
+        terminal.wait()
+        assert_all_stop_within(processes, port, timeout=5)
+    finally:
+        for pid in processes:
+            if running(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+# Closing a terminal sends SIGHUP to its session leader only. Where that is make itself,
+# make waits for its child, which hears nothing: the launchers must notice the hang-up.
+
+
+@pytest.mark.integration
+def test_closing_the_terminal_that_runs_make_demo_stops_every_process_within_5s(
+    names, tmp_path: Path
+) -> None:
+    address = nothing_listens_at()
+    env = demo_env(address, tmp_path, RAW_TOPIC=names.raw, AGG_TOPIC=names.agg,
+                   CONSUMER_GROUP=names.group)  # fmt: skip
+    terminal = in_a_terminal("make demo", env, tmp_path / "terminal.log")
+    processor_log = tmp_path / "processor.log"
+    poll_until(
+        lambda: processor_log.exists() and PROCESSOR_WINDOW.search(processor_log.read_text()),
+        timeout=90,
+        what=lambda: (tmp_path / "terminal.log").read_text(errors="replace")[-2000:],
+    )
+    close_terminal_and_check_all_stop(terminal, int(address.rsplit(":", 1)[1]))
+    # It stopped as on SIGHUP: in order, each script with its last words.
+    assert FINAL_SUMMARY.search(processor_log.read_text())
+    assert DELIVERED.search((tmp_path / "producer.log").read_text())
+    assert not (tmp_path / "state").exists()
+
+
+@pytest.mark.integration
+def test_closing_the_terminal_that_runs_make_broker_stops_the_broker_within_5s(
+    tmp_path: Path,
+) -> None:
+    port = find_free_port()
+    terminal = in_a_terminal(f"make broker BROKER_PORT={port}", dict(os.environ), tmp_path / "t")
+    poll_until(lambda: is_listening("127.0.0.1", port), timeout=60,
+               what=lambda: (tmp_path / "t").read_text(errors="replace"))  # fmt: skip
+    close_terminal_and_check_all_stop(terminal, port)
+
+
 # --- Failures before anything starts ------------------------------------------------
 
 
