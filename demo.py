@@ -36,7 +36,14 @@ from pydantic import Field, NonNegativeFloat, PositiveInt, SecretStr, model_vali
 
 import launcher
 from embedded_broker import PROCESSOR_PRODUCER_CONFIG, EmbeddedBroker
-from kafka_io import BrokerUnavailable, TopicError, ensure_topic, read_to_end, wait_for_broker
+from kafka_io import (
+    BrokerUnavailable,
+    TopicError,
+    client_logging,
+    ensure_topic,
+    read_to_end,
+    wait_for_broker,
+)
 from sensor_settings import BrokerSettings, load_settings
 
 REPO = Path(__file__).resolve().parent
@@ -125,7 +132,7 @@ def remove_old_runs(broker: DemoSettings) -> int:
     """
     try:
         wait_for_broker(broker, timeout=10)
-        admin = AdminClient(broker.librdkafka_config())
+        admin = AdminClient({**broker.librdkafka_config(), **client_logging()})  # quiet at exit
         runs: defaultdict[str, list[str]] = defaultdict(list)
         for topic in admin.list_topics(timeout=30).topics:
             if found := RUN_TOPIC.match(topic):
@@ -148,7 +155,8 @@ def remove_old_runs(broker: DemoSettings) -> int:
         say(f"could not remove old runs: {exc}")
         return 1
     kept = f"; kept {len(going)} still running" if going else ""
-    say(f"removed {len(topics)} topics of {len(old)} earlier runs at {broker.broker_address}{kept}")
+    earlier = f"{len(old)} earlier run{'s' * (len(old) != 1)}"
+    say(f"removed {len(topics)} topics of {earlier} at {broker.broker_address}{kept}")
     return 0
 
 
