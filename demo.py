@@ -131,7 +131,7 @@ def remove_old_runs(broker: DemoSettings) -> int:
     is still going while its processor's group is active.
     """
     try:
-        wait_for_broker(broker, timeout=10)
+        wait_for_broker(broker, broker.broker_timeout)
         admin = AdminClient({**broker.librdkafka_config(), **client_logging()})  # quiet at exit
         runs: defaultdict[str, list[str]] = defaultdict(list)
         for topic in admin.list_topics(timeout=30).topics:
@@ -324,11 +324,8 @@ def main(argv: list[str] | None = None) -> int:
             scripts = start_scripts(broker, child_env(broker, needs), log_dir, stack)
             early = None  # until a stop signal, the end of --duration, or a script exits early
             deadline = started + settings.duration if settings.duration else math.inf
-            terminal_closed = launcher.terminal_closed_check()
             while not stop.requested.wait(0.2) and time.monotonic() < deadline:
-                if terminal_closed():
-                    stop(signal.SIGHUP, None)  # what the terminal would have sent us
-                elif early := next((n for n, p in scripts.items() if p.poll() is not None), None):
+                if early := next((n for n, p in scripts.items() if p.poll() is not None), None):
                     break
             waited = stop_in_order(broker, scripts, stop, early)
     except (launcher.BrokerStartError, BrokerUnavailable, TopicError, KafkaException,

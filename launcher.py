@@ -34,13 +34,39 @@ def die_with_parent(signum: int = signal.SIGTERM) -> None:
 
 
 def on_stop_signals(handler: Callable[[int, Any], None]) -> None:
-    """Call `handler` on Ctrl-C, SIGTERM or SIGHUP, and on our parent's exit."""
+    """Call `handler` on Ctrl-C, SIGTERM or SIGHUP, on our parent's exit, and once our
+    terminal is closed."""
     for signum in STOP_SIGNALS:
         signal.signal(signum, handler)
     parent = os.getppid()
     die_with_parent(signal.SIGTERM)
     if os.getppid() != parent:  # the parent was already gone before we asked
         handler(signal.SIGTERM, None)
+    hang_up_when_terminal_closes()
+
+
+def hang_up_when_terminal_closes(fd: int = 2) -> None:
+    """Send ourselves SIGHUP once the controlling terminal on `fd` has been closed.
+
+    Closing a terminal sends SIGHUP to its session leader only. When that is not
+    us but `make` (as in `xterm -e make demo`), make waits for us and we hear
+    nothing; but every ioctl on a hung-up terminal fails, so a thread asks.
+    """
+
+    def attached() -> bool:
+        try:
+            os.tcgetpgrp(fd)
+            return True
+        except OSError:
+            return False
+
+    def watch() -> None:
+        while attached():
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGHUP)
+
+    if attached():  # else not a terminal, or not ours: nothing to lose
+        threading.Thread(target=watch, name="terminal-watch", daemon=True).start()
 
 
 def set_from_handler(event: threading.Event) -> None:
@@ -53,27 +79,10 @@ def set_from_handler(event: threading.Event) -> None:
     threading.Thread(target=event.set, name="stop-signal", daemon=True).start()
 
 
-def terminal_closed_check(fd: int = 2) -> Callable[[], bool]:
-    """A check that turns true once the controlling terminal on `fd` has been closed.
-
-    Closing a terminal sends SIGHUP to its session leader only. When that is not
-    us but `make` (as in `xterm -e make demo`), make waits for us and we hear
-    nothing; but every ioctl on a hung-up terminal fails, so we can ask.
-    """
-
-    def attached() -> bool:
-        try:
-            os.tcgetpgrp(fd)
-            return True
-        except OSError:
-            return False
-
-    if not attached():  # not a terminal, or not ours: nothing to lose
-        return lambda: False
-    return lambda: not attached()
-
-
 def raise_keyboard_interrupt(signum: int, frame: Any) -> None:
+    """Stop, the first time; a later signal must not cut the clean-up short."""
+    for stop_signal in STOP_SIGNALS:
+        signal.signal(stop_signal, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 
@@ -223,11 +232,7 @@ def serve_in_foreground(broker: BrokerProcess, next_steps: str) -> int:
             print(f"{broker.name} listening on {broker.address}; Ctrl-C stops it.", flush=True)
             print(next_steps, flush=True)
             assert broker.process is not None
-            terminal_closed = terminal_closed_check()
-            while (status := broker.process.poll()) is None:
-                if terminal_closed():
-                    return 0  # as on SIGHUP: the with-block stops the broker
-                time.sleep(0.2)
+            status = broker.process.wait()
             print(f"{broker.name} exited with status {status}", file=sys.stderr)
             return 1
     except BrokerStartError as exc:
