@@ -44,6 +44,7 @@ from quixstreams.models.topics.exceptions import TopicConfigurationMismatch, Top
 from quixstreams.state.exceptions import InvalidChangelogOffset, InvalidStoreChangelogOffset
 
 from embedded_broker import PROCESSOR_PRODUCER_CONFIG
+from event_time import from_epoch_ms, to_epoch_ms
 from kafka_io import (
     TOPIC_RETENTION,
     BrokerOutageLog,
@@ -57,8 +58,6 @@ from sensor_settings import LogLevel, RawTopicSettings, configure_logging, load_
 
 logger = logging.getLogger("sensor_stream_processor")
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-ONE_MS = timedelta(milliseconds=1)
 # A 6 s session keeps group joins and failover quick on any broker. A fetch waits at
 # most 50 ms: some brokers (the embedded one) hold it that long even when readings
 # are there, and librdkafka's default 500 ms would then be most of a window's latency.
@@ -208,7 +207,7 @@ def parse_event_time(ts: object) -> int:
         raise InvalidReading("bad-ts", f"'ts' is {ts!r}, not an ISO-8601 date and time") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return (moment - EPOCH) // ONE_MS  # exact: float seconds can be one millisecond off
+    return to_epoch_ms(moment)
 
 
 def extract_event_time(
@@ -281,7 +280,7 @@ def summarize_window(window: dict[str, Any]) -> dict[str, Any]:
 
 
 def format_ms(epoch_ms: int) -> str:
-    return (EPOCH + timedelta(milliseconds=epoch_ms)).isoformat(timespec="milliseconds")
+    return from_epoch_ms(epoch_ms).isoformat(timespec="milliseconds")
 
 
 def log_aggregate(value: dict[str, Any], key: bytes, timestamp: int, headers: Any) -> None:

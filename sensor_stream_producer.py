@@ -35,6 +35,7 @@ from rich.progress import (
 
 import kafka_io
 import launcher
+from event_time import to_epoch_ms
 from sensor_settings import RawTopicSettings, configure_logging, load_settings
 
 logger = logging.getLogger("sensor_stream_producer")
@@ -72,9 +73,6 @@ class ProducerSettings(RawTopicSettings):
     quiet: bool = Field(False, description="no progress display")
 
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-ONE_MS = timedelta(milliseconds=1)
-
 # A sensor drifts by a small step each reading, is pulled back towards its base,
 # and never leaves base +/- MAX_DRIFT: it looks like a room, not like noise.
 STEP_STDDEV = 0.15
@@ -110,11 +108,6 @@ def generate_readings(sensor_count: int, rng: random.Random) -> Iterator[tuple[s
     while True:
         for sensor in sensors:
             yield sensor.sensor_id, sensor.step(rng)
-
-
-def to_epoch_ms(moment: datetime) -> int:
-    """Exact integer milliseconds; float timestamps can be off by one."""
-    return (moment - EPOCH) // ONE_MS
 
 
 def make_reading(moment: datetime, value: float) -> dict[str, object]:

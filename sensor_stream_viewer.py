@@ -28,7 +28,7 @@ import uuid
 from collections import defaultdict, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -47,9 +47,9 @@ from rich.table import Table
 
 import kafka_io
 import launcher
+from event_time import from_epoch_ms
 from sensor_settings import BrokerSettings, configure_logging, load_settings
 from sensor_stream_processor import (
-    EPOCH,
     InvalidReading,
     is_finite_number,
     parse_event_time,
@@ -190,10 +190,6 @@ def sparkline(values: list[float], width: int) -> str:
         return SPARK_BLOCKS[len(SPARK_BLOCKS) // 2] * len(recent)
     top = len(SPARK_BLOCKS) - 1
     return "".join(SPARK_BLOCKS[round((v - low) / (high - low) * top)] for v in recent)
-
-
-def from_epoch_ms(epoch_ms: int) -> datetime:
-    return EPOCH + timedelta(milliseconds=epoch_ms)
 
 
 def format_window(a: Aggregate) -> str:

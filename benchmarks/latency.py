@@ -39,7 +39,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,6 @@ import orjson
 from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME
 from confluent_kafka.admin import AdminClient
 from harness import (
-    EPOCH,
     BenchmarkError,
     Child,
     broker_address,
@@ -59,6 +58,8 @@ from harness import (
     unique_name,
     wait_until,
 )
+
+from event_time import to_epoch_ms
 
 WindowId = tuple[str, int]  # (sensor, window start ms)
 # name: (extra processor flags, extra producer flags, extra reader config); each differs
@@ -110,7 +111,7 @@ def summarize(latencies_ms: list[float], fractions: tuple[float, ...]) -> dict[s
 
 
 def event_ms(ts: str) -> int:
-    return (datetime.fromisoformat(ts) - EPOCH) // timedelta(milliseconds=1)
+    return to_epoch_ms(datetime.fromisoformat(ts))
 
 
 def measure(opts: argparse.Namespace, address: str, work: Path, config: str) -> dict[str, Any]:

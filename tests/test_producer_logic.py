@@ -18,7 +18,6 @@ from sensor_stream_producer import (
     make_progress,
     make_reading,
     make_sensors,
-    to_epoch_ms,
 )
 
 
@@ -55,12 +54,6 @@ def test_reading_is_one_json_object_with_utc_time() -> None:
     moment = datetime(2026, 11, 26, 4, 2, 49, 123456, tzinfo=UTC)
     payload = encode_reading(make_reading(moment, 21.37))
     assert json.loads(payload) == {"ts": "2026-11-26T04:02:49.123456+00:00", "value": 21.37}
-
-
-def test_epoch_ms_is_exact() -> None:
-    # 1_795_665_769.123 cannot be represented exactly as a float.
-    assert to_epoch_ms(datetime(2026, 11, 26, 4, 2, 49, 123999, tzinfo=UTC)) == 1_795_665_769_123
-    assert to_epoch_ms(datetime(1970, 1, 1, 0, 0, 0, 1000, tzinfo=UTC)) == 1
 
 
 class FakeTerminal(io.StringIO):
