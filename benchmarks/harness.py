@@ -34,7 +34,6 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -58,11 +57,11 @@ if str(REPO) not in sys.path:
 
 import kafka_io  # noqa: E402
 from embedded_broker import EmbeddedBroker  # noqa: E402
+from event_time import from_epoch_ms  # noqa: E402
 from kafka_broker import KafkaBroker  # noqa: E402
 from launcher import start_child, stop_child  # noqa: E402
 from sensor_settings import BrokerSettings  # noqa: E402
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Event times start at 2024-01-01T00:00:00Z: results do not depend on the host clock.
 ORIGIN_MS = 1_704_067_200_000
 # Explicit retention: the embedded broker reports only the configs given at
@@ -114,7 +113,7 @@ class Workload:
             slot = index % self.sensors
             values[slot] += rng.gauss(0.0, 0.15)
             ts_ms = self.event_time_ms(index)
-            moment = EPOCH + timedelta(milliseconds=ts_ms)
+            moment = from_epoch_ms(ts_ms)
             reading = {"ts": moment.isoformat(), "value": round(values[slot], 2)}
             yield f"Sensor{slot + 1}".encode(), orjson.dumps(reading), ts_ms
 
@@ -241,6 +240,15 @@ class Child:
         self.log = log
         self.process = start_child([sys.executable, str(REPO / script), *flags], log=log, cwd=REPO)
 
+    def cpu_seconds(self) -> float:
+        """User plus system CPU time so far, every thread; 0 once the process has gone."""
+        try:
+            stat = Path(f"/proc/{self.process.pid}/stat").read_text()
+        except OSError:
+            return 0.0
+        utime, stime = stat.rsplit(")", 1)[1].split()[11:13]
+        return (int(utime) + int(stime)) / os.sysconf("SC_CLK_TCK")
+
     def memory_mib(self, field: str = "VmHWM") -> float:
         """VmHWM (peak resident set) or VmRSS from /proc; 0 once the process has gone."""
         try:
@@ -341,44 +349,118 @@ class Run:
     timeout: float = 600.0
 
 
+class ConsumerGroup:
+    """`instances` processes of `script` in a new consumer group, each with its own
+    state dir, writing to a new output topic that the harness tails."""
+
+    def __init__(
+        self, run: Run, name: str, script: str, flags: Sequence[str], instances: int = 1
+    ) -> None:
+        self.instances = instances
+        self.sink, self.group = unique_name(f"{name}-out"), unique_name(name)
+        create_topics(run.address, run.partitions, self.sink)
+        self.tail = reader(run.address, [self.sink])
+        self.outputs = 0
+        self.children: list[Child] = []
+        self.started = time.monotonic()
+        try:
+            for i in range(instances):
+                state = run.work / f"{self.group}-state-{i}"
+                where = consumer_flags(run.address, run.raw, self.sink, self.group, state)
+                log = run.work / f"{self.group}-{i}.log"
+                self.children.append(Child(script, [*where, *flags], log))
+        except BaseException:
+            self.stop()
+            raise
+
+    def is_stable(self, admin: AdminClient) -> bool:
+        return group_is_stable(admin, self.group, self.instances)
+
+    def read_outputs(self, timeout: float) -> int:
+        """Read what has arrived on the output topic; return the total so far."""
+        self.outputs += len(records(self.tail.consume(10_000, timeout)))
+        return self.outputs
+
+    def cpu_seconds(self) -> float:
+        """User plus system CPU time of all its processes, every thread included."""
+        return sum(child.cpu_seconds() for child in self.children)
+
+    def stop(self) -> None:
+        for child in self.children:
+            child.stop()
+        self.tail.close()
+
+
 def time_consumers(
     run: Run, name: str, script: str, flags: Sequence[str], outputs: int, instances: int = 1
 ) -> tuple[dict[str, Any], str]:
-    """Run `instances` processes of `script` in one new consumer group, each with its
-    own state dir, on a new output topic; time them until `outputs` records are on it.
+    """Run `instances` processes of `script` as one ConsumerGroup; time them until
+    `outputs` records are on its output topic.
 
     Returns the measurement and the output topic.
     """
-    sink, group = unique_name(f"{name}-out"), unique_name(name)
-    create_topics(run.address, run.partitions, sink)
     admin = AdminClient({"bootstrap.servers": run.address})
-    tail = reader(run.address, [sink])
-    children: list[Child] = []
-    seen = 0
-
-    def all_out() -> bool:
-        nonlocal seen
-        seen += len(records(tail.consume(10_000, 0.05)))
-        return seen >= outputs
-
+    consumers = ConsumerGroup(run, name, script, flags, instances)
     try:
-        started = time.monotonic()
-        for i in range(instances):
-            state = run.work / f"{group}-state-{i}"
-            command = [*consumer_flags(run.address, run.raw, sink, group, state), *flags]
-            children.append(Child(script, command, run.work / f"{group}-{i}.log"))
-        ready = wait_until(
-            lambda: group_is_stable(admin, group, instances), f"{name} group", 120, children
-        )
-        done = wait_until(all_out, f"{outputs} records from {name}", run.timeout, children, 0)
+        children = consumers.children
+        ready = wait_until(lambda: consumers.is_stable(admin), f"{name} group", 120, children)
+        done = wait_until(
+            lambda: consumers.read_outputs(0.05) >= outputs,
+            f"{outputs} records from {name}", run.timeout, children, 0,
+        )  # fmt: skip
         peak = max(child.memory_mib() for child in children)
     finally:
-        for child in children:
-            child.stop()
-        tail.close()
+        consumers.stop()
     result = measurement(name, run.readings, done - ready, peak_rss_mib=peak)
+    started = consumers.started
     result.update(startup_s=round(ready - started, 3), wall_s=round(done - started, 3))
-    return result, sink
+    return result, consumers.sink
+
+
+def cpu_side_by_side(
+    run: Run, scripts: dict[str, tuple[str, Sequence[str]]], outputs: int
+) -> dict[str, tuple[dict[str, Any], str]]:
+    """Run one process of each script at the same time, each in its own group on the
+    same raw topic; measure the CPU time each spends from its group's Stable to its
+    `outputs`-th record.
+
+    CPU time per reading is the inverse of readings per second per core. Measured
+    side by side, both processes meet the same neighbours on a noisy machine, which
+    one after the other they do not. Returns name -> (measurement, output topic).
+    """
+    admin = AdminClient({"bootstrap.servers": run.address})
+    groups: dict[str, ConsumerGroup] = {}
+    began: dict[str, float] = {}
+    spent: dict[str, float] = {}
+    deadline = time.monotonic() + run.timeout
+    try:
+        for name, (script, flags) in scripts.items():
+            groups[name] = ConsumerGroup(run, name, script, flags)
+        while len(spent) < len(groups):
+            for name, consumers in groups.items():
+                consumers.children[0].check()
+                if name not in began:
+                    if consumers.is_stable(admin):
+                        began[name] = consumers.cpu_seconds()
+                elif name not in spent and consumers.read_outputs(0.02) >= outputs:
+                    spent[name] = consumers.cpu_seconds() - began[name]
+            if time.monotonic() > deadline:
+                raise BenchmarkError(f"side by side: not done within {run.timeout:g} s")
+    finally:
+        for consumers in groups.values():
+            consumers.stop()
+    return {
+        name: (
+            {
+                "name": f"{name}-side-by-side",
+                "readings": run.readings,
+                "cpu_s": round(spent[name], 2),
+                "cpu_us_per_reading": round(spent[name] / run.readings * 1e6, 2),
+            },
+            consumers.sink,
+        )
+        for name, consumers in groups.items()
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

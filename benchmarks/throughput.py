@@ -14,10 +14,16 @@ same data, one after another, as a process started with its flags:
   quix-floor    reference_consumers.py quix-floor: Quix Streams with no window, for context
   producer      sensor_stream_producer.py --rate 0, and paced at 1,000/s and 10,000/s
 
+and then, each round, baseline and processor side by side: both at once, each in
+its own group on the same data, measured by the CPU time each spends per reading.
+
 The harness times each consumer from its consumer group's join to the last
 output read from its sink (start-up is `startup_s`; see harness.py). Prints one
 JSON line per measurement, then a summary with processor/limit,
-processor/baseline and scaling/N (best of --repeat rounds, and per round).
+processor/baseline and scaling/N (best of --repeat rounds, and per round), and
+"processor/baseline per core": baseline CPU per reading / processor CPU per
+reading, side by side (the median of the rounds, and per round). On a machine
+whose speed drifts between runs, that last ratio is the steadier one.
 
 It then reads the sinks back and exits 1, printing the differences, unless the
 baseline and every processor-xN hold the processor's windows: same keys and
@@ -30,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 import sys
 import tempfile
 import time
@@ -42,6 +49,7 @@ from harness import (
     Run,
     Workload,
     broker_address,
+    cpu_side_by_side,
     create_topics,
     expected_closed_windows,
     measurement,
@@ -157,14 +165,16 @@ def run_consumers(opts: argparse.Namespace, run: Run, expected: int) -> dict[str
     """Every round of the consumers; returns the summary's figures and the problems found."""
     count = f"--count={run.readings}"
     processor = (PROCESSOR, [f"--log-level={opts.processor_log_level}"], expected)
+    baseline = ("benchmarks/baseline_processor.py", [], expected)
     plan: list[tuple[str, tuple[str, list[str], int], int]] = [
         ("limit", (REFERENCES, ["limit", count], 1), 1),
-        ("baseline", ("benchmarks/baseline_processor.py", [], expected), 1),
+        ("baseline", baseline, 1),
         ("processor", processor, 1),
         *[(f"processor-x{n}", processor, n) for n in opts.instances if n > 1],
         ("quix-floor", (REFERENCES, ["quix-floor", count], 1), 1),
     ]
     results: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in plan}
+    per_core: list[float] = []
     problems: list[str] = []
     windows = 0
     for round_ in range(opts.repeat):
@@ -177,6 +187,17 @@ def run_consumers(opts: argparse.Namespace, run: Run, expected: int) -> dict[str
             results[name].append(result)
             if outputs == expected:
                 tables[name] = window_table(read_to_end(run.address, sink))
+        pair = {"baseline": baseline[:2], "processor": processor[:2]}
+        if round_ % 2:  # alternate which one starts first
+            pair = dict(reversed(pair.items()))
+        cpu = cpu_side_by_side(run, pair, expected)
+        for result, sink in cpu.values():
+            print(json.dumps(result), flush=True)
+            tables[result["name"]] = window_table(read_to_end(run.address, sink))
+        spent = {name: result["cpu_s"] for name, (result, _) in cpu.items()}
+        per_core.append(
+            round(spent["baseline"] / spent["processor"], 3) if spent["processor"] else math.nan
+        )
         windows = len(tables["processor"])
         if windows != expected:
             problems.append(f"round {round_}: {windows} windows, expected {expected}")
@@ -198,7 +219,15 @@ def run_consumers(opts: argparse.Namespace, run: Run, expected: int) -> dict[str
 
     best = {name: max(runs, key=lambda r: r["readings_per_s"]) for name, runs in results.items()}
     per_round = [ratios({n: r[i] for n, r in results.items()}) for i in range(opts.repeat)]
-    return {"windows": windows, "problems": problems, **ratios(best), "per_round": per_round}
+    for figures, ratio_per_core in zip(per_round, per_core, strict=True):
+        figures["processor/baseline per core"] = ratio_per_core
+    return {
+        "windows": windows,
+        "problems": problems,
+        **ratios(best),
+        "processor/baseline per core": statistics.median(per_core),
+        "per_round": per_round,
+    }
 
 
 def run_producers(opts: argparse.Namespace, run: Run) -> None:

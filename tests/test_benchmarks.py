@@ -52,7 +52,11 @@ def test_throughput_runs_and_every_processor_matches_the_baseline(broker_address
     by_name = {line["name"]: line for line in lines}
     consumers = {"limit", "processor", "processor-x2", "baseline", "quix-floor"}
     producers = {"producer", "producer-rate-1000", "producer-rate-10000"}
-    assert set(by_name) == consumers | producers | {"summary"}
+    side_by_side = {"baseline-side-by-side", "processor-side-by-side"}
+    assert set(by_name) == consumers | producers | side_by_side | {"summary"}
+    for name in side_by_side:
+        assert by_name[name]["readings"] == 3000
+        assert by_name[name]["cpu_us_per_reading"] > 0
     for name in consumers | {"producer"}:
         assert by_name[name]["readings"] == 3000
         assert by_name[name]["peak_rss_mib"] > 0
@@ -66,6 +70,7 @@ def test_throughput_runs_and_every_processor_matches_the_baseline(broker_address
     assert summary["windows"] == summary["expected_windows"]
     assert summary["identical_windows"] is True
     ratios = {"processor/limit", "processor/baseline", "scaling/2", "wall_scaling/2"}
+    ratios.add("processor/baseline per core")
     assert ratios <= summary.keys()
     assert ratios <= summary["per_round"][0].keys()
 
