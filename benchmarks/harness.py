@@ -59,7 +59,12 @@ import kafka_io  # noqa: E402
 from embedded_broker import EmbeddedBroker  # noqa: E402
 from event_time import from_epoch_ms  # noqa: E402
 from kafka_broker import KafkaBroker  # noqa: E402
-from launcher import start_child, stop_child  # noqa: E402
+from launcher import (  # noqa: E402
+    on_stop_signals,
+    raise_keyboard_interrupt,
+    start_child,
+    stop_child,
+)
 from sensor_settings import BrokerSettings  # noqa: E402
 
 # Event times start at 2024-01-01T00:00:00Z: results do not depend on the host clock.
@@ -138,7 +143,12 @@ def expected_closed_windows(workload: Workload) -> int:
 @contextmanager
 def broker_address(address: str | None = None) -> Iterator[str]:
     """BROKER_ADDRESS (or `address`) if set, else a fresh broker of kind BENCH_BROKER:
-    `embedded` (the default) or `kafka` (Apache Kafka, kafka_broker.py)."""
+    `embedded` (the default) or `kafka` (Apache Kafka, kafka_broker.py).
+
+    A broker started here is stopped, and its data folder removed, however the
+    benchmark stops: Ctrl-C, SIGTERM, SIGHUP or its parent's exit all unwind
+    through this block and end in one line on stderr and exit status 1.
+    """
     address = address or os.environ.get("BROKER_ADDRESS")
     if address:
         yield address
@@ -146,8 +156,12 @@ def broker_address(address: str | None = None) -> Iterator[str]:
     kind = os.environ.get("BENCH_BROKER", "embedded")
     if kind not in ("embedded", "kafka"):
         raise SystemExit(f"BENCH_BROKER must be embedded or kafka, not {kind!r}")
-    with KafkaBroker() if kind == "kafka" else EmbeddedBroker() as broker:
-        yield broker.address
+    try:
+        on_stop_signals(raise_keyboard_interrupt)
+        with KafkaBroker() if kind == "kafka" else EmbeddedBroker() as broker:
+            yield broker.address
+    except KeyboardInterrupt:
+        raise SystemExit(f"stopped; the {kind} broker it started is stopped") from None
 
 
 def unique_name(prefix: str) -> str:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -254,3 +256,49 @@ def test_encoded_readings_decode_to_the_same_values(value: float) -> None:
     payload = producer.encode_reading(reading)
     assert json.loads(payload) == reading
     assert processor.parse_reading(payload) == reading
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below `pid`, from /proc (children of each thread's task)."""
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:
+            continue
+        for child in map(int, children):
+            found |= {child} | descendants(child)
+    return found
+
+
+@pytest.mark.integration
+def test_a_benchmark_stopped_by_sigterm_stops_the_broker_it_started(tmp_path: Path) -> None:
+    # No BROKER_ADDRESS: the benchmark starts a broker of the kind under test, with its
+    # data folder (Kafka's) under TMPDIR, where this test can look for it.
+    env = {k: v for k, v in os.environ.items() if k != "BROKER_ADDRESS"}
+    env.update(BENCH_BROKER=os.environ.get("TEST_BROKER", "embedded"), TMPDIR=str(tmp_path))
+    bench = subprocess.Popen(
+        [sys.executable, str(REPO / "benchmarks" / "throughput.py"), "--readings=3000",
+         "--sensors=100", "--rate-seconds=0"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert bench.stdout is not None
+        first = bench.stdout.readline()  # the first measurement: the broker is up and in use
+        assert first.startswith('{"name": "limit"'), first + bench.stderr.read()
+        running = descendants(bench.pid)
+        assert running, "the benchmark runs no broker or consumer"
+        bench.send_signal(signal.SIGTERM)
+        _, stderr = bench.communicate(timeout=60)
+    finally:
+        bench.kill()
+    assert bench.returncode == 1
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1].startswith("stopped; the ")
+    deadline = time.monotonic() + 10  # the benchmark has exited; init reaps what it left
+    while (left := [p for p in running if Path(f"/proc/{p}").exists()]) and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(0.1)
+    assert left == []
+    assert list(tmp_path.glob("kafka-broker-*")) == []
