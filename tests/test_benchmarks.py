@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from throughput import window_differences  # noqa: E402
 
 import sensor_stream_processor as processor  # noqa: E402
 import sensor_stream_producer as producer  # noqa: E402
+from processes import command_of, descendants, poll_until, running  # noqa: E402
 
 
 def run_benchmark(script: str, broker_address: str, *flags: str) -> list[dict[str, Any]]:
@@ -75,6 +75,11 @@ def test_throughput_runs_and_every_processor_matches_the_baseline(broker_address
     ratios.add("processor/baseline per core")
     assert ratios <= summary.keys()
     assert ratios <= summary["per_round"][0].keys()
+    # Per core: the baseline's CPU time over the processor's, from their own lines.
+    cpu = {name: by_name[f"{name}-side-by-side"]["cpu_s"] for name in ("baseline", "processor")}
+    per_core = round(cpu["baseline"] / cpu["processor"], 3)
+    assert summary["per_round"][0]["processor/baseline per core"] == per_core
+    assert summary["processor/baseline per core"] == per_core  # the median of one round
 
 
 @pytest.mark.integration
@@ -258,19 +263,6 @@ def test_encoded_readings_decode_to_the_same_values(value: float) -> None:
     assert processor.parse_reading(payload) == reading
 
 
-def descendants(pid: int) -> set[int]:
-    """Every process below `pid`, from /proc (children of each thread's task)."""
-    found: set[int] = set()
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            children = (task / "children").read_text().split()
-        except OSError:
-            continue
-        for child in map(int, children):
-            found |= {child} | descendants(child)
-    return found
-
-
 @pytest.mark.integration
 def test_a_benchmark_stopped_by_sigterm_stops_the_broker_it_started(tmp_path: Path) -> None:
     # No BROKER_ADDRESS: the benchmark starts a broker of the kind under test, with its
@@ -286,8 +278,8 @@ def test_a_benchmark_stopped_by_sigterm_stops_the_broker_it_started(tmp_path: Pa
         assert bench.stdout is not None
         first = bench.stdout.readline()  # the first measurement: the broker is up and in use
         assert first.startswith('{"name": "limit"'), first + bench.stderr.read()
-        running = descendants(bench.pid)
-        assert running, "the benchmark runs no broker or consumer"
+        children = descendants(bench.pid)
+        assert children, "the benchmark runs no broker or consumer"
         bench.send_signal(signal.SIGTERM)
         _, stderr = bench.communicate(timeout=60)
     finally:
@@ -295,10 +287,9 @@ def test_a_benchmark_stopped_by_sigterm_stops_the_broker_it_started(tmp_path: Pa
     assert bench.returncode == 1
     assert "Traceback" not in stderr
     assert stderr.strip().splitlines()[-1].startswith("stopped; the ")
-    deadline = time.monotonic() + 10  # the benchmark has exited; init reaps what it left
-    while (left := [p for p in running if Path(f"/proc/{p}").exists()]) and (
-        time.monotonic() < deadline
-    ):
-        time.sleep(0.1)
-    assert left == []
+    poll_until(  # the benchmark has exited; what it started must be gone too
+        lambda: not any(map(running, children)),
+        timeout=10,
+        what=lambda: f"still running: {[command_of(p) for p in children if running(p)]}",
+    )
     assert list(tmp_path.glob("kafka-broker-*")) == []

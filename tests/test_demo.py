@@ -13,8 +13,7 @@ import re
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +24,7 @@ from confluent_kafka.admin import AdminClient
 
 from kafka_helpers import Script, create_topic, read_to_end
 from launcher import find_free_port, is_listening
+from processes import children_of, command_of, descendants, poll_until, running
 
 REPO = Path(__file__).resolve().parent.parent
 SENSORS = {f"Sensor{n}" for n in range(1, 6)}
@@ -252,42 +252,6 @@ def assert_final_windows_hold_the_last_readings(address: str, run: DemoRun) -> N
 # --- Stopped from outside: a closed terminal, a crash ---------------------------------
 
 
-def poll_until(condition: Callable[[], bool], timeout: float, what: Callable[[], str]) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout}s: {what()}")
-        time.sleep(0.1)
-
-
-def children_of(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
-
-
-def running(pid: int) -> bool:
-    """Alive and not a zombie (an orphan's zombie may wait for a reaper that never comes)."""
-    try:
-        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def command_of(pid: int) -> str:
-    try:
-        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return "(gone)"
-
-
 @pytest.fixture
 def running_demo(names, tmp_path: Path) -> Iterator[tuple[Script, list[int], int]]:
     """demo.py with its own embedded broker, once aggregates show; its children; the port."""
@@ -384,11 +348,6 @@ def in_a_terminal(command: str, env: dict[str, str], log: Path) -> subprocess.Po
         cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
-
-
-def descendants(pid: int) -> list[int]:
-    found = children_of(pid)
-    return found + [grandchild for child in found for grandchild in descendants(child)]
 
 
 def close_terminal_and_check_all_stop(terminal: subprocess.Popen[bytes], port: int) -> None:
