@@ -17,7 +17,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -84,6 +85,33 @@ def raise_keyboard_interrupt(signum: int, frame: Any) -> None:
     for stop_signal in STOP_SIGNALS:
         signal.signal(stop_signal, signal.SIG_IGN)
     raise KeyboardInterrupt
+
+
+@contextmanager
+def exit_when_stopped(message: str) -> Iterator[None]:
+    """Unwind the block on Ctrl-C, SIGTERM, SIGHUP or our parent's exit, then exit 1
+    with `message` on stderr.
+
+    The signal raises KeyboardInterrupt wherever the main thread is. Inside a C
+    extension it can come out as that extension's own error (confluent-kafka's
+    Consumer() once turned it into a TypeError), so after a stop signal any error
+    is the stop; before one, an error is an error.
+    """
+    signalled: list[int] = []
+
+    def stop(signum: int, frame: Any) -> None:
+        signalled.append(signum)
+        raise_keyboard_interrupt(signum, frame)
+
+    on_stop_signals(stop)
+    try:
+        yield
+    except Exception:
+        if not signalled:
+            raise
+        raise SystemExit(message) from None
+    except KeyboardInterrupt:
+        raise SystemExit(message) from None
 
 
 def start_child(

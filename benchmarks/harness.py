@@ -59,12 +59,7 @@ import kafka_io  # noqa: E402
 from embedded_broker import EmbeddedBroker  # noqa: E402
 from event_time import from_epoch_ms  # noqa: E402
 from kafka_broker import KafkaBroker  # noqa: E402
-from launcher import (  # noqa: E402
-    on_stop_signals,
-    raise_keyboard_interrupt,
-    start_child,
-    stop_child,
-)
+from launcher import exit_when_stopped, start_child, stop_child  # noqa: E402
 from sensor_settings import BrokerSettings  # noqa: E402
 
 # Event times start at 2024-01-01T00:00:00Z: results do not depend on the host clock.
@@ -156,12 +151,11 @@ def broker_address(address: str | None = None) -> Iterator[str]:
     kind = os.environ.get("BENCH_BROKER", "embedded")
     if kind not in ("embedded", "kafka"):
         raise SystemExit(f"BENCH_BROKER must be embedded or kafka, not {kind!r}")
-    try:
-        on_stop_signals(raise_keyboard_interrupt)
-        with KafkaBroker() if kind == "kafka" else EmbeddedBroker() as broker:
-            yield broker.address
-    except KeyboardInterrupt:
-        raise SystemExit(f"stopped; the {kind} broker it started is stopped") from None
+    with (
+        exit_when_stopped(f"stopped; the {kind} broker it started is stopped"),
+        KafkaBroker() if kind == "kafka" else EmbeddedBroker() as broker,
+    ):
+        yield broker.address
 
 
 def unique_name(prefix: str) -> str:
