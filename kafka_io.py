@@ -25,6 +25,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, NewTopic
 
+import launcher
 from sensor_settings import BrokerSettings
 
 HOW_TO_START_A_BROKER = (
@@ -60,6 +61,8 @@ def wait_for_broker(broker: BrokerSettings, timeout: float) -> None:
     })  # fmt: skip
     deadline = time.monotonic() + max(timeout, 0.5)
     while True:
+        if launcher.stop_requested():  # and a C callback swallowed its KeyboardInterrupt
+            raise KeyboardInterrupt
         try:
             admin.list_topics(timeout=min(1.0, max(deadline - time.monotonic(), 0.1)))
             return

@@ -80,34 +80,57 @@ def set_from_handler(event: threading.Event) -> None:
     threading.Thread(target=event.set, name="stop-signal", daemon=True).start()
 
 
+_stop_signals: list[int] = []  # each one `interrupt` has handled
+
+
+def interrupt(signum: int, frame: Any) -> None:
+    """A stop-signal handler: raise KeyboardInterrupt, and remember the stop was asked for."""
+    _stop_signals.append(signum)
+    raise KeyboardInterrupt
+
+
+def stop_requested() -> bool:
+    """Whether `interrupt` has run.
+
+    Its KeyboardInterrupt is raised wherever the main thread is. Inside a C
+    extension it can be swallowed, or come out as the extension's own error:
+    confluent-kafka's Consumer() once turned one into a TypeError. A wait loop or
+    an error handler asks this to be sure.
+    """
+    return bool(_stop_signals)
+
+
 def raise_keyboard_interrupt(signum: int, frame: Any) -> None:
     """Stop, the first time; a later signal must not cut the clean-up short."""
     for stop_signal in STOP_SIGNALS:
         signal.signal(stop_signal, signal.SIG_IGN)
-    raise KeyboardInterrupt
+    interrupt(signum, frame)
+
+
+@contextmanager
+def interrupted_by_stop_signals() -> Iterator[None]:
+    """In the block, Ctrl-C and SIGTERM raise KeyboardInterrupt, even where a C
+    extension turned it into an error of its own. The handlers stay afterwards."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, interrupt)
+    try:
+        yield
+    except Exception as exc:
+        if not stop_requested():
+            raise
+        raise KeyboardInterrupt from exc
 
 
 @contextmanager
 def exit_when_stopped(message: str) -> Iterator[None]:
     """Unwind the block on Ctrl-C, SIGTERM, SIGHUP or our parent's exit, then exit 1
-    with `message` on stderr.
-
-    The signal raises KeyboardInterrupt wherever the main thread is. Inside a C
-    extension it can come out as that extension's own error (confluent-kafka's
-    Consumer() once turned it into a TypeError), so after a stop signal any error
-    is the stop; before one, an error is an error.
-    """
-    signalled: list[int] = []
-
-    def stop(signum: int, frame: Any) -> None:
-        signalled.append(signum)
-        raise_keyboard_interrupt(signum, frame)
-
-    on_stop_signals(stop)
+    with `message` on stderr. After a stop signal any error is the stop (see
+    stop_requested); before one, an error keeps its traceback."""
+    on_stop_signals(raise_keyboard_interrupt)
     try:
         yield
     except Exception:
-        if not signalled:
+        if not stop_requested():
             raise
         raise SystemExit(message) from None
     except KeyboardInterrupt:

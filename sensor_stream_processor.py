@@ -20,7 +20,6 @@ from __future__ import annotations
 import gc
 import logging
 import math
-import signal
 import sys
 import tempfile
 import threading
@@ -43,6 +42,7 @@ from quixstreams.models import Deserializer, SerializationContext, TimestampType
 from quixstreams.models.topics.exceptions import TopicConfigurationMismatch, TopicNotFoundError
 from quixstreams.state.exceptions import InvalidChangelogOffset, InvalidStoreChangelogOffset
 
+import launcher
 from embedded_broker import PROCESSOR_PRODUCER_CONFIG
 from event_time import from_epoch_ms, to_epoch_ms
 from kafka_io import (
@@ -554,30 +554,29 @@ def build_application(
 def main(argv: list[str] | None = None) -> int:
     settings = load_settings(ProcessorSettings, argv)
     configure_logging(settings.log_level, BrokerOutageLog(settings.broker_address))
-    for signum in (signal.SIGINT, signal.SIGTERM):  # until Quix Streams installs its own
-        signal.signal(signum, signal.default_int_handler)
     counters: Counter[str] = Counter()
     try:
-        check_state_dir(settings)
-        wait_for_broker(settings, settings.broker_timeout)
-        for topic in (settings.raw_topic, settings.dlq_topic, settings.agg_topic):
-            ensure_topic(settings, topic, settings.partitions, settings.broker_timeout)
-        check_saved_state_matches_broker(settings)
-        producer = Producer(
-            {**settings.librdkafka_config(), **client_logging(), "enable.idempotence": True}
-        )
-        dead = DeadLetterCallbacks(DeadLetterSink(producer, settings.dlq_topic, counters))
-        app = build_application(settings, counters, dead)
-        logger.info(
-            "Aggregating %s into %ss windows on %s (%s); dead letters to %s",
-            settings.raw_topic, settings.window_seconds, settings.agg_topic,
-            settings.processing_guarantee, settings.dlq_topic,
-        )  # fmt: skip
-        # The libraries' objects live as long as the process: keep the garbage collector
-        # from scanning them again and again while readings stream through.
-        gc.freeze()
-        with periodic_summary(counters, settings.summary_interval):
-            app.run()
+        with launcher.interrupted_by_stop_signals():  # until Quix Streams installs its own
+            check_state_dir(settings)
+            wait_for_broker(settings, settings.broker_timeout)
+            for topic in (settings.raw_topic, settings.dlq_topic, settings.agg_topic):
+                ensure_topic(settings, topic, settings.partitions, settings.broker_timeout)
+            check_saved_state_matches_broker(settings)
+            producer = Producer(
+                {**settings.librdkafka_config(), **client_logging(), "enable.idempotence": True}
+            )
+            dead = DeadLetterCallbacks(DeadLetterSink(producer, settings.dlq_topic, counters))
+            app = build_application(settings, counters, dead)
+            logger.info(
+                "Aggregating %s into %ss windows on %s (%s); dead letters to %s",
+                settings.raw_topic, settings.window_seconds, settings.agg_topic,
+                settings.processing_guarantee, settings.dlq_topic,
+            )  # fmt: skip
+            # The libraries' objects live as long as the process: keep the garbage collector
+            # from scanning them again and again while readings stream through.
+            gc.freeze()
+            with periodic_summary(counters, settings.summary_interval):
+                app.run()
     except KeyboardInterrupt:  # Ctrl-C before Quix Streams ran, or a second one as it stopped
         logger.info("Stopped before processing began" if not counters else "Stopped")
         return 0

@@ -298,13 +298,12 @@ def make_progress(total: int, quiet: bool) -> Progress:
 def main(argv: list[str] | None = None) -> int:
     settings = load_settings(ProducerSettings, argv)
     configure_logging("INFO", kafka_io.BrokerOutageLog(settings.broker_address))
-    for signum in (signal.SIGINT, signal.SIGTERM):  # stop at once while we wait for the broker
-        signal.signal(signum, signal.default_int_handler)
     try:
-        kafka_io.wait_for_broker(settings, settings.broker_timeout)
-        kafka_io.ensure_topic(
-            settings, settings.raw_topic, settings.partitions, settings.broker_timeout
-        )
+        with launcher.interrupted_by_stop_signals():  # stop at once while we wait for the broker
+            kafka_io.wait_for_broker(settings, settings.broker_timeout)
+            kafka_io.ensure_topic(
+                settings, settings.raw_topic, settings.partitions, settings.broker_timeout
+            )
     except KeyboardInterrupt:
         logger.info("Stopped before producing anything")
         return 0

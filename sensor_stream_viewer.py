@@ -435,12 +435,11 @@ def write_chart(settings: ViewerSettings) -> int:
 def main(argv: list[str] | None = None) -> int:
     settings = load_settings(ViewerSettings, argv)
     configure_logging("INFO", kafka_io.BrokerOutageLog(settings.broker_address))
-    # Ctrl-C already raises KeyboardInterrupt; so does SIGTERM now, while we wait for the broker.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        kafka_io.wait_for_broker(settings, settings.broker_timeout)
-        if settings.plot:
-            return write_chart(settings)
+        with launcher.interrupted_by_stop_signals():  # while we wait for the broker
+            kafka_io.wait_for_broker(settings, settings.broker_timeout)
+            if settings.plot:
+                return write_chart(settings)
         # From here the first Ctrl-C or SIGTERM stops following the topic; a second
         # one stops reading it to its end, too.
         stop, hurry = threading.Event(), threading.Event()
