@@ -1,10 +1,14 @@
-"""What every launcher here needs: children that never outlive it, and a clean stop.
+"""What every launcher and script here needs: a clean stop, and children that never outlive it.
 
 A launcher (the embedded broker, the Kafka broker, the demo) starts child
 processes. They must stop when the launcher is stopped by Ctrl-C, SIGTERM or
 SIGHUP (a closed terminal), and also when the launcher dies without a chance to
 clean up. On Linux, PR_SET_PDEATHSIG asks the kernel to signal a child when its
 parent exits, whatever the reason.
+
+The scripts use it too, for a stop that always stops: Python raises the
+KeyboardInterrupt wherever the main thread is, which inside confluent-kafka's
+C code can lose it or turn it into another error (see stop_requested).
 """
 
 from __future__ import annotations
