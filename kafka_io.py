@@ -171,6 +171,9 @@ def read_to_end(
 # librdkafka logs through this logger in our own clients (see client_logging).
 CLIENT_LOGGER = "librdkafka"
 _LOST_BROKER = re.compile(r"Connect to \S+ failed|Connection refused|[1-9]\d*/\d+ brokers are down")
+# librdkafka counts the brokers again as it words its all-brokers-down event, so one
+# that came back in between makes it "0/1 brokers are down": the outage is over.
+_OUTAGE_OVER = re.compile(r"\b0/\d+ brokers are down")
 
 
 def client_logging() -> dict[str, Any]:
@@ -200,6 +203,8 @@ class BrokerOutageLog(logging.Filter):
         message = record.getMessage()
         if "connectivity restored" in message:
             return True
+        if _OUTAGE_OVER.search(message):
+            return False
         now = time.monotonic()
         with self.lock:
             in_outage = now - self.last_trouble < self.quiet_seconds
