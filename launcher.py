@@ -112,11 +112,10 @@ def raise_keyboard_interrupt(signum: int, frame: Any) -> None:
 
 
 @contextmanager
-def interrupted_by_stop_signals() -> Iterator[None]:
-    """In the block, Ctrl-C and SIGTERM raise KeyboardInterrupt, even where a C
-    extension turned it into an error of its own. The handlers stay afterwards."""
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, interrupt)
+def _errors_after_a_stop_are_the_stop() -> Iterator[None]:
+    """After a stop signal, an error in the block is raised as KeyboardInterrupt: a C
+    extension may have turned the stop into it (see stop_requested). Before one, an
+    error is an error, with its traceback."""
     try:
         yield
     except Exception as exc:
@@ -126,17 +125,23 @@ def interrupted_by_stop_signals() -> Iterator[None]:
 
 
 @contextmanager
+def interrupted_by_stop_signals() -> Iterator[None]:
+    """In the block, Ctrl-C and SIGTERM raise KeyboardInterrupt, whatever the block was
+    doing when they came. The handlers stay afterwards."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, interrupt)
+    with _errors_after_a_stop_are_the_stop():
+        yield
+
+
+@contextmanager
 def exit_when_stopped(message: str) -> Iterator[None]:
-    """Unwind the block on Ctrl-C, SIGTERM, SIGHUP or our parent's exit, then exit 1
-    with `message` on stderr. After a stop signal any error is the stop (see
-    stop_requested); before one, an error keeps its traceback."""
+    """Unwind the block on Ctrl-C, SIGTERM, SIGHUP or our parent's exit, whatever it
+    was doing, then exit 1 with `message` on stderr."""
     on_stop_signals(raise_keyboard_interrupt)
     try:
-        yield
-    except Exception:
-        if not stop_requested():
-            raise
-        raise SystemExit(message) from None
+        with _errors_after_a_stop_are_the_stop():
+            yield
     except KeyboardInterrupt:
         raise SystemExit(message) from None
 

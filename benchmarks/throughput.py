@@ -22,8 +22,9 @@ output read from its sink (start-up is `startup_s`; see harness.py). Prints one
 JSON line per measurement, then a summary with processor/limit,
 processor/baseline and scaling/N (best of --repeat rounds, and per round), and
 "processor/baseline per core": baseline CPU per reading / processor CPU per
-reading, side by side (the median of the rounds, and per round). On a machine
-whose speed drifts between runs, that last ratio is the steadier one.
+reading, side by side (the median of the rounds, and per round). On this VM
+neither timed ratio resolves a few per cent: an identical pair side by side
+measured 0.83-1.00 (benchmarks/README.md counts the gap instead).
 
 It then reads the sinks back and exits 1, printing the differences, unless the
 baseline and every processor-xN hold the processor's windows: same keys and
