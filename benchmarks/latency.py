@@ -26,7 +26,9 @@ in: producer = produced -> read, processor = reading read -> aggregate read,
 reader = 0. --configs changes one real setting per run (CONFIGS, below).
 
 Windows closable in the first --warmup-seconds are not timed. Prints one JSON
-line per configuration; exits 1 if an aggregate never arrives.
+line per configuration; exits 1 if an aggregate never arrives. With --keep DIR,
+each run also leaves its processor's log and every timed window's moments
+there, to see when in the run the slow windows were (benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -71,6 +74,7 @@ CONFIGS: dict[str, tuple[list[str], list[str], dict[str, Any]]] = {
     "processor-one-record-batches": (['--producer-config={"batch.num.messages": 1}'], [], {}),
     "processor-commit-1s": (["--commit-interval=1"], [], {}),
     "processor-warning": (["--log-level=WARNING"], [], {}),
+    "processor-debug": (["--log-level=DEBUG"], [], {}),  # with --keep: when each commit ran
     "producer-linger-20": ([], ["--linger-ms=20"], {}),
     "reader-fetch-wait-500": ([], [], {"fetch.wait.max.ms": 500}),
 }
@@ -169,15 +173,18 @@ def measure(opts: argparse.Namespace, address: str, work: Path, config: str) -> 
             if child is not None:
                 child.stop()
         consumer.close()
-    timed = [
-        (at, tracker.arrived_at[w], *received[w])
+    timed_windows = {
+        w: (at, tracker.arrived_at[w], *received[w])
         for w, at in tracker.closable_at.items()
         if w in received
         and tracker.arrived_at[w] is not None
         and at >= started_ms + opts.warmup_seconds * 1000
-    ]
-    if not timed:
+    }
+    if not timed_windows:
         raise BenchmarkError(f"{config}: no window was timed")
+    if opts.keep:
+        keep_run(opts.keep, group, timed_windows, processor.log)
+    timed = list(timed_windows.values())
     hops = {
         "producer": [raw_at - at for at, raw_at, _, _ in timed],
         "processor": [agg_at - raw_at for _, raw_at, _, agg_at in timed],
@@ -198,6 +205,23 @@ def measure(opts: argparse.Namespace, address: str, work: Path, config: str) -> 
         "stamps": stamps,
         "hops": {name: summarize(values, (0.5, 0.99)) for name, values in hops.items()},
     }
+
+
+def keep_run(
+    folder: Path, name: str, timed: dict[WindowId, tuple[float, float, float, float]], log: Path
+) -> None:
+    """Write `name`-windows.jsonl, each timed window's moments in epoch ms, and keep
+    the processor's log beside it as `name`-processor.log."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"{name}-windows.jsonl", "wb") as out:
+        for (sensor, start), (closable, on_broker, read, aggregate_on_broker) in timed.items():
+            window = {"sensor": sensor, "start": start, "closable_ms": closable}
+            window |= {
+                "reading_on_broker_ms": on_broker,
+                "aggregate_on_broker_ms": aggregate_on_broker,
+            }
+            out.write(orjson.dumps({**window, "read_ms": read}) + b"\n")
+    shutil.copy(log, folder / f"{name}-processor.log")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -224,6 +248,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--configs", nargs="+", choices=CONFIGS, default=["shipped"], help="default shipped"
     )
     parser.add_argument("--split", action="store_true", help="run every configuration")
+    parser.add_argument(
+        "--keep", type=Path, help="folder for each run's processor log and per-window times"
+    )
     parser.add_argument(
         "--warmup-run-seconds",
         type=float,

@@ -83,7 +83,9 @@ def test_throughput_runs_and_every_processor_matches_the_baseline(broker_address
 
 
 @pytest.mark.integration
-def test_latency_runs_times_every_closed_window_and_splits_it(broker_address: str) -> None:
+def test_latency_runs_times_every_closed_window_and_splits_it(
+    broker_address: str, tmp_path: Path
+) -> None:
     lines = run_benchmark(
         "latency.py",
         broker_address,
@@ -93,6 +95,7 @@ def test_latency_runs_times_every_closed_window_and_splits_it(broker_address: st
         "--window-seconds=1",
         "--grace-seconds=0",
         "--warmup-seconds=0",
+        f"--keep={tmp_path}",
         "--configs",
         "shipped",
         "processor-linger-0",
@@ -105,6 +108,16 @@ def test_latency_runs_times_every_closed_window_and_splits_it(broker_address: st
         assert 0 <= result["p50_ms"] <= result["p95_ms"] <= result["p99_ms"] <= result["max_ms"]
         assert set(result["hops"]) == {"producer", "processor", "reader"}
         assert result["stamps"] in ("log-append-time", "reader")
+    # --keep: per config, its processor's log and one line per timed window, whose
+    # closable-to-read times give the summary's slowest.
+    for result in lines:
+        [kept] = tmp_path.glob(f"*{result['config']}-*-windows.jsonl")
+        windows = [json.loads(line) for line in kept.read_text().splitlines()]
+        assert len(windows) == result["windows"]
+        slowest = max(w["read_ms"] - w["closable_ms"] for w in windows)
+        assert round(slowest, 1) == result["max_ms"]
+        log = kept.with_name(kept.name.replace("-windows.jsonl", "-processor.log"))
+        assert "Aggregating" in log.read_text()
 
 
 @pytest.mark.integration
