@@ -73,6 +73,7 @@ CONFIGS: dict[str, tuple[list[str], list[str], dict[str, Any]]] = {
     "processor-linger-0": (['--producer-config={"linger.ms": 0}'], [], {}),
     "processor-one-record-batches": (['--producer-config={"batch.num.messages": 1}'], [], {}),
     "processor-commit-1s": (["--commit-interval=1"], [], {}),
+    "processor-commit-60s": (["--commit-interval=60"], [], {}),  # no commit in a 40 s run
     "processor-warning": (["--log-level=WARNING"], [], {}),
     "processor-debug": (["--log-level=DEBUG"], [], {}),  # with --keep: when each commit ran
     "producer-linger-20": ([], ["--linger-ms=20"], {}),
@@ -215,12 +216,15 @@ def keep_run(
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / f"{name}-windows.jsonl", "wb") as out:
         for (sensor, start), (closable, on_broker, read, aggregate_on_broker) in timed.items():
-            window = {"sensor": sensor, "start": start, "closable_ms": closable}
-            window |= {
+            window = {
+                "sensor": sensor,
+                "start": start,
+                "closable_ms": closable,
                 "reading_on_broker_ms": on_broker,
                 "aggregate_on_broker_ms": aggregate_on_broker,
+                "read_ms": read,
             }
-            out.write(orjson.dumps({**window, "read_ms": read}) + b"\n")
+            out.write(orjson.dumps(window) + b"\n")
     shutil.copy(log, folder / f"{name}-processor.log")
 
 
