@@ -25,6 +25,11 @@ Where it does not (the embedded broker), the reader's own receive times stand
 in: producer = produced -> read, processor = reading read -> aggregate read,
 reader = 0. --configs changes one real setting per run (CONFIGS, below).
 
+The processor logs each window at INFO just before it produces the aggregate;
+where every timed window has that line, `processor_split` divides the processor
+hop at it: until_emitted (fetching and processing, up to the window's close)
+and emitted_to_broker (its producer's linger and the send).
+
 Windows closable in the first --warmup-seconds are not timed. Prints one JSON
 line per configuration; exits 1 if an aggregate never arrives. With --keep DIR,
 each run also leaves its processor's log and every timed window's moments
@@ -37,6 +42,7 @@ import argparse
 import json
 import math
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -65,6 +71,9 @@ from harness import (
 from event_time import to_epoch_ms
 
 WindowId = tuple[str, int]  # (sensor, window start ms)
+# The processor's INFO line for each window: "<UTC time>Z INFO sensor_stream_processor:
+# <sensor> [<start>, <end>) count=...".
+EMITTED_LINE = re.compile(rb"^(\S+)Z INFO sensor_stream_processor: (\S+) \[(\S+), ", re.M)
 # name: (extra processor flags, extra producer flags, extra reader config); each differs
 # from "shipped" in one setting.
 CONFIGS: dict[str, tuple[list[str], list[str], dict[str, Any]]] = {
@@ -117,6 +126,14 @@ def summarize(latencies_ms: list[float], fractions: tuple[float, ...]) -> dict[s
 
 def event_ms(ts: str) -> int:
     return to_epoch_ms(datetime.fromisoformat(ts))
+
+
+def emitted_at(log: Path) -> dict[WindowId, int]:
+    """When the processor logged each window, just before producing it (ms, rounded down)."""
+    return {
+        (sensor.decode(), event_ms(start.decode())): event_ms(f"{logged.decode()}+00:00")
+        for logged, sensor, start in EMITTED_LINE.findall(log.read_bytes())
+    }
 
 
 def measure(opts: argparse.Namespace, address: str, work: Path, config: str) -> dict[str, Any]:
@@ -183,14 +200,26 @@ def measure(opts: argparse.Namespace, address: str, work: Path, config: str) -> 
     }
     if not timed_windows:
         raise BenchmarkError(f"{config}: no window was timed")
+    emitted = emitted_at(processor.log)
     if opts.keep:
-        keep_run(opts.keep, group, timed_windows, processor.log)
+        keep_run(opts.keep, group, timed_windows, emitted, processor.log)
     timed = list(timed_windows.values())
     hops = {
         "producer": [raw_at - at for at, raw_at, _, _ in timed],
         "processor": [agg_at - raw_at for _, raw_at, _, agg_at in timed],
         "reader": [seen - agg_at for _, _, seen, agg_at in timed],
     }
+    split = {}
+    if timed_windows.keys() <= emitted.keys():  # not at --log-level=WARNING
+        moments = [
+            (emitted[w], raw_at, agg_at) for w, (_, raw_at, _, agg_at) in timed_windows.items()
+        ]
+        split = {
+            "until_emitted": summarize([out - raw_at for out, raw_at, _ in moments], (0.5, 0.99)),
+            "emitted_to_broker": summarize(
+                [agg_at - out for out, _, agg_at in moments], (0.5, 0.99)
+            ),
+        }
     return {
         "name": "latency",
         "config": config,
@@ -205,14 +234,20 @@ def measure(opts: argparse.Namespace, address: str, work: Path, config: str) -> 
         "missing": len(tracker.closable_at.keys() - received.keys()),
         "stamps": stamps,
         "hops": {name: summarize(values, (0.5, 0.99)) for name, values in hops.items()},
+        **({"processor_split": split} if split else {}),
     }
 
 
 def keep_run(
-    folder: Path, name: str, timed: dict[WindowId, tuple[float, float, float, float]], log: Path
+    folder: Path,
+    name: str,
+    timed: dict[WindowId, tuple[float, float, float, float]],
+    emitted: dict[WindowId, int],
+    log: Path,
 ) -> None:
-    """Write `name`-windows.jsonl, each timed window's moments in epoch ms, and keep
-    the processor's log beside it as `name`-processor.log."""
+    """Write `name`-windows.jsonl, each timed window's moments in epoch ms (emitted_ms:
+    the processor's log line, null without one), and keep the processor's log beside
+    it as `name`-processor.log."""
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / f"{name}-windows.jsonl", "wb") as out:
         for (sensor, start), (closable, on_broker, read, aggregate_on_broker) in timed.items():
@@ -221,6 +256,7 @@ def keep_run(
                 "start": start,
                 "closable_ms": closable,
                 "reading_on_broker_ms": on_broker,
+                "emitted_ms": emitted.get((sensor, start)),
                 "aggregate_on_broker_ms": aggregate_on_broker,
                 "read_ms": read,
             }

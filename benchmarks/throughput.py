@@ -2,6 +2,7 @@
 
     python benchmarks/throughput.py                      # 300k readings, 1k sensors, 2 partitions
     python benchmarks/throughput.py --readings 5000      # a quick check
+    python benchmarks/throughput.py --sensor-interval-ms 10000  # nearly every reading closes one
 
 Uses BROKER_ADDRESS if set, else starts a broker (BENCH_BROKER=embedded|kafka).
 Produces the workload once to a fresh topic, then runs each consumer on that
@@ -136,6 +137,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--readings", type=int, default=300_000, help="default 300000")
     parser.add_argument("--sensors", type=int, default=1000, help="default 1000")
     parser.add_argument("--partitions", type=int, default=2, help="default 2")
+    parser.add_argument(
+        "--sensor-interval-ms",
+        type=int,
+        default=1000,
+        help="event time between one sensor's readings; default 1000 (one window close per "
+        "10 readings); 10000, one reading per window, makes nearly every reading close one",
+    )
     parser.add_argument("--repeat", type=int, default=1, help="rounds of the consumers; default 1")
     parser.add_argument(
         "--instances",
@@ -241,7 +249,7 @@ def run_producers(opts: argparse.Namespace, run: Run) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
-    workload = Workload(readings=opts.readings, sensors=opts.sensors)
+    workload = Workload(opts.readings, opts.sensors, sensor_interval_ms=opts.sensor_interval_ms)
     expected = expected_closed_windows(workload)
     with broker_address() as address, tempfile.TemporaryDirectory() as scratch:
         work = opts.log_dir or Path(scratch)
@@ -256,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         "name": "summary",
         "readings": workload.total,
         "sensors": opts.sensors,
+        "sensor_interval_ms": opts.sensor_interval_ms,
         "partitions": opts.partitions,
         "processor_log_level": opts.processor_log_level,
         "expected_windows": expected,

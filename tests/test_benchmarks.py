@@ -107,6 +107,7 @@ def test_latency_runs_times_every_closed_window_and_splits_it(
         assert result["windows"] >= 2 * 20
         assert 0 <= result["p50_ms"] <= result["p95_ms"] <= result["p99_ms"] <= result["max_ms"]
         assert set(result["hops"]) == {"producer", "processor", "reader"}
+        assert set(result["processor_split"]) == {"until_emitted", "emitted_to_broker"}
         assert result["stamps"] in ("log-append-time", "reader")
     # --keep: per config, its processor's log and one line per timed window, whose
     # moments give the summary's slowest window and slowest hops.
@@ -114,12 +115,22 @@ def test_latency_runs_times_every_closed_window_and_splits_it(
         [kept] = tmp_path.glob(f"*{result['config']}-*-windows.jsonl")
         windows = [json.loads(line) for line in kept.read_text().splitlines()]
         assert len(windows) == result["windows"]
-        moments = ["closable_ms", "reading_on_broker_ms", "aggregate_on_broker_ms", "read_ms"]
-        spans = {"": (0, 3), "producer": (0, 1), "processor": (1, 2), "reader": (2, 3)}
+        moments = ["closable_ms", "reading_on_broker_ms", "emitted_ms", "aggregate_on_broker_ms"]
+        moments.append("read_ms")
+        spans = {
+            "": (0, 4),
+            "producer": (0, 1),
+            "processor": (1, 3),
+            "reader": (3, 4),
+            "until_emitted": (1, 2),
+            "emitted_to_broker": (2, 3),
+        }
         for hop, (begin, end) in spans.items():
             slowest = max(w[moments[end]] - w[moments[begin]] for w in windows)
-            summary = result["hops"][hop] if hop else result
+            summary = result["hops"].get(hop) or result["processor_split"].get(hop) or result
             assert round(slowest, 1) == summary["max_ms"], hop
+        # The processor's log line for a window comes before anyone can read its aggregate.
+        assert all(w["emitted_ms"] <= w["read_ms"] for w in windows)
         log = kept.with_name(kept.name.replace("-windows.jsonl", "-processor.log"))
         assert "Aggregating" in log.read_text()
 
@@ -182,9 +193,15 @@ def brute_force_closed_windows(workload: Workload) -> int:
     )
 
 
-@pytest.mark.parametrize(("readings", "sensors"), [(3000, 100), (1234, 7), (50, 50), (20, 3)])
-def test_expected_closed_windows_matches_brute_force(readings: int, sensors: int) -> None:
-    workload = Workload(readings, sensors)
+@pytest.mark.parametrize(
+    ("readings", "sensors", "interval_ms"),
+    [(3000, 100, 1000), (1234, 7, 1000), (50, 50, 1000), (20, 3, 1000), (3000, 100, 10_000),
+     (1234, 7, 10_000)],
+)  # fmt: skip
+def test_expected_closed_windows_matches_brute_force(
+    readings: int, sensors: int, interval_ms: int
+) -> None:
+    workload = Workload(readings, sensors, sensor_interval_ms=interval_ms)
     assert expected_closed_windows(workload) == brute_force_closed_windows(workload)
 
 
