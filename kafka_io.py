@@ -61,8 +61,7 @@ def wait_for_broker(broker: BrokerSettings, timeout: float) -> None:
     })  # fmt: skip
     deadline = time.monotonic() + max(timeout, 0.5)
     while True:
-        if launcher.stop_requested():  # and a C callback swallowed its KeyboardInterrupt
-            raise KeyboardInterrupt
+        launcher.raise_if_stopped()  # a C callback may have swallowed the KeyboardInterrupt
         try:
             admin.list_topics(timeout=min(1.0, max(deadline - time.monotonic(), 0.1)))
             return

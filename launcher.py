@@ -104,6 +104,12 @@ def stop_requested() -> bool:
     return bool(_stop_signals)
 
 
+def raise_if_stopped() -> None:
+    """For wait loops: raise the KeyboardInterrupt of a stop that C code swallowed."""
+    if stop_requested():
+        raise KeyboardInterrupt
+
+
 def raise_keyboard_interrupt(signum: int, frame: Any) -> None:
     """Stop, the first time; a later signal must not cut the clean-up short."""
     for stop_signal in STOP_SIGNALS:
@@ -142,6 +148,7 @@ def exit_when_stopped(message: str) -> Iterator[None]:
     try:
         with _errors_after_a_stop_are_the_stop():
             yield
+            raise_if_stopped()  # the block finished, but only because it lost the stop
     except KeyboardInterrupt:
         raise SystemExit(message) from None
 

@@ -59,7 +59,7 @@ import kafka_io  # noqa: E402
 from embedded_broker import EmbeddedBroker  # noqa: E402
 from event_time import from_epoch_ms  # noqa: E402
 from kafka_broker import KafkaBroker  # noqa: E402
-from launcher import exit_when_stopped, start_child, stop_child  # noqa: E402
+from launcher import exit_when_stopped, raise_if_stopped, start_child, stop_child  # noqa: E402
 from sensor_settings import BrokerSettings  # noqa: E402
 
 # Event times start at 2024-01-01T00:00:00Z: results do not depend on the host clock.
@@ -278,6 +278,7 @@ class Child:
         deadline = time.monotonic() + timeout
         peak = 0.0
         while True:
+            raise_if_stopped()
             peak = max(peak, self.memory_mib())
             try:
                 self.process.wait(0.01)
@@ -306,6 +307,7 @@ def wait_until(
     """
     deadline = time.monotonic() + timeout
     while not condition():
+        raise_if_stopped()
         for child in children:
             child.check()
         if time.monotonic() > deadline:
@@ -445,6 +447,7 @@ def cpu_side_by_side(
         for name, (script, flags) in scripts.items():
             groups[name] = ConsumerGroup(run, name, script, flags)
         while len(spent) < len(groups):
+            raise_if_stopped()
             for name, consumers in groups.items():
                 consumers.children[0].check()
                 if name not in began:

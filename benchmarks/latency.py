@@ -69,6 +69,7 @@ from harness import (
 )
 
 from event_time import to_epoch_ms
+from launcher import raise_if_stopped
 
 WindowId = tuple[str, int]  # (sensor, window start ms)
 # The processor's INFO line for each window: "<UTC time>Z INFO sensor_stream_processor:
@@ -165,6 +166,7 @@ def measure(opts: argparse.Namespace, address: str, work: Path, config: str) -> 
         producer = Child("sensor_stream_producer.py", producer_flags, work / f"{raw}.log")
         finish_by = time.monotonic() + opts.duration + 120
         while time.monotonic() < finish_by:
+            raise_if_stopped()
             processor.check()
             if producer.process.poll() is not None:
                 if producer.process.returncode:

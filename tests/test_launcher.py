@@ -35,6 +35,11 @@ except KeyboardInterrupt:
 SIGNAL = "os.kill(os.getpid(), signal.{}); time.sleep(20)"
 # What confluent-kafka's Consumer() did with a SIGTERM that came while it read its
 # configuration: the KeyboardInterrupt came out as a TypeError.
+# What a C callback can do with it: swallow it whole, so the block runs on to its end.
+SWALLOWED = """try:
+    os.kill(os.getpid(), signal.{}); time.sleep(20)
+except KeyboardInterrupt:
+    pass"""
 TURNED_INTO_A_TYPE_ERROR = """try:
     os.kill(os.getpid(), signal.{}); time.sleep(20)
 except KeyboardInterrupt:
@@ -60,12 +65,14 @@ STOPPED_SCRIPT = (0, "Stopped\n", "")
         (BENCHMARK, SIGNAL.format("SIGTERM"), STOPPED_BENCHMARK),
         (BENCHMARK, SIGNAL.format("SIGHUP"), STOPPED_BENCHMARK),
         (BENCHMARK, TURNED_INTO_A_TYPE_ERROR.format("SIGTERM"), STOPPED_BENCHMARK),
+        (BENCHMARK, SWALLOWED.format("SIGTERM"), STOPPED_BENCHMARK),
         (SCRIPT, SIGNAL.format("SIGINT"), STOPPED_SCRIPT),
         (SCRIPT, SIGNAL.format("SIGTERM"), STOPPED_SCRIPT),
         (SCRIPT, TURNED_INTO_A_TYPE_ERROR.format("SIGINT"), STOPPED_SCRIPT),
     ],
     ids=[
         "benchmark-sigterm", "benchmark-sighup", "benchmark-sigterm-turned-into-a-type-error",
+        "benchmark-sigterm-swallowed",
         "script-ctrl-c", "script-sigterm", "script-ctrl-c-turned-into-a-type-error",
     ],
 )  # fmt: skip
