@@ -119,11 +119,13 @@ def raise_keyboard_interrupt(signum: int, frame: Any) -> None:
 
 @contextmanager
 def _errors_after_a_stop_are_the_stop() -> Iterator[None]:
-    """After a stop signal, an error in the block is raised as KeyboardInterrupt: a C
-    extension may have turned the stop into it (see stop_requested). Before one, an
-    error is an error, with its traceback."""
+    """After a stop signal, an error in the block, or its end, is raised as
+    KeyboardInterrupt: a C extension may have turned the stop into that error, or
+    swallowed it (see stop_requested). Before one, an error is an error, with its
+    traceback."""
     try:
         yield
+        raise_if_stopped()  # the block ran on to its end: C code swallowed the stop whole
     except Exception as exc:
         if not stop_requested():
             raise
@@ -148,7 +150,6 @@ def exit_when_stopped(message: str) -> Iterator[None]:
     try:
         with _errors_after_a_stop_are_the_stop():
             yield
-            raise_if_stopped()  # the block finished, but only because it lost the stop
     except KeyboardInterrupt:
         raise SystemExit(message) from None
 

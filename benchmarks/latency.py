@@ -125,6 +125,10 @@ def summarize(latencies_ms: list[float], fractions: tuple[float, ...]) -> dict[s
     return {**figures, "max_ms": round(values[-1], 1)}
 
 
+def hop_figures(hops: dict[str, list[float]]) -> dict[str, dict[str, float]]:
+    return {name: summarize(values, (0.5, 0.99)) for name, values in hops.items()}
+
+
 def event_ms(ts: str) -> int:
     return to_epoch_ms(datetime.fromisoformat(ts))
 
@@ -213,14 +217,11 @@ def measure(opts: argparse.Namespace, address: str, work: Path, config: str) -> 
     }
     split = {}
     if timed_windows.keys() <= emitted.keys():  # not at --log-level=WARNING
-        moments = [
-            (emitted[w], raw_at, agg_at) for w, (_, raw_at, _, agg_at) in timed_windows.items()
-        ]
         split = {
-            "until_emitted": summarize([out - raw_at for out, raw_at, _ in moments], (0.5, 0.99)),
-            "emitted_to_broker": summarize(
-                [agg_at - out for out, _, agg_at in moments], (0.5, 0.99)
-            ),
+            "until_emitted": [
+                emitted[w] - raw_at for w, (_, raw_at, _, _) in timed_windows.items()
+            ],
+            "emitted_to_broker": [agg_at - emitted[w] for w, (*_, agg_at) in timed_windows.items()],
         }
     return {
         "name": "latency",
@@ -235,8 +236,8 @@ def measure(opts: argparse.Namespace, address: str, work: Path, config: str) -> 
         **summarize([seen - at for at, _, seen, _ in timed], (0.5, 0.95, 0.99)),
         "missing": len(tracker.closable_at.keys() - received.keys()),
         "stamps": stamps,
-        "hops": {name: summarize(values, (0.5, 0.99)) for name, values in hops.items()},
-        **({"processor_split": split} if split else {}),
+        "hops": hop_figures(hops),
+        **({"processor_split": hop_figures(split)} if split else {}),
     }
 
 

@@ -33,13 +33,13 @@ except KeyboardInterrupt:
     print("Stopped", flush=True)
 """
 SIGNAL = "os.kill(os.getpid(), signal.{}); time.sleep(20)"
-# What confluent-kafka's Consumer() did with a SIGTERM that came while it read its
-# configuration: the KeyboardInterrupt came out as a TypeError.
 # What a C callback can do with it: swallow it whole, so the block runs on to its end.
 SWALLOWED = """try:
     os.kill(os.getpid(), signal.{}); time.sleep(20)
 except KeyboardInterrupt:
     pass"""
+# What confluent-kafka's Consumer() did with a SIGTERM that came while it read its
+# configuration: the KeyboardInterrupt came out as a TypeError.
 TURNED_INTO_A_TYPE_ERROR = """try:
     os.kill(os.getpid(), signal.{}); time.sleep(20)
 except KeyboardInterrupt:
@@ -69,11 +69,13 @@ STOPPED_SCRIPT = (0, "Stopped\n", "")
         (SCRIPT, SIGNAL.format("SIGINT"), STOPPED_SCRIPT),
         (SCRIPT, SIGNAL.format("SIGTERM"), STOPPED_SCRIPT),
         (SCRIPT, TURNED_INTO_A_TYPE_ERROR.format("SIGINT"), STOPPED_SCRIPT),
+        (SCRIPT, SWALLOWED.format("SIGTERM"), STOPPED_SCRIPT),
     ],
     ids=[
         "benchmark-sigterm", "benchmark-sighup", "benchmark-sigterm-turned-into-a-type-error",
         "benchmark-sigterm-swallowed",
         "script-ctrl-c", "script-sigterm", "script-ctrl-c-turned-into-a-type-error",
+        "script-sigterm-swallowed",
     ],
 )  # fmt: skip
 def test_a_stop_signal_stops_the_block_whatever_it_was_doing(
@@ -94,12 +96,12 @@ def test_an_error_without_a_stop_signal_keeps_its_traceback(block: str) -> None:
 def test_waiting_for_the_broker_stops_even_when_the_interrupt_was_swallowed() -> None:
     # A port that takes connections and never answers: the wait would outlast run_block's 30 s.
     with socket.create_server(("127.0.0.1", 0)) as silent:
-        body = """try:
-    os.kill(os.getpid(), signal.SIGINT); time.sleep(20)
-except KeyboardInterrupt:
-    pass  # what a C callback did with it
+        body = (
+            SWALLOWED.format("SIGINT")
+            + """
 broker = sensor_settings.BrokerSettings(broker_address="127.0.0.1:{port}")
 kafka_io.wait_for_broker(broker, 120)
 print("the broker answered", flush=True)"""
+        )
         done = run_block(SCRIPT, body, port=silent.getsockname()[1])
     assert (done.returncode, done.stdout) == (0, "Stopped\n")
