@@ -279,8 +279,9 @@ def start_scripts(
         ),
         # DURATION is the demo's (make exports it): the viewer runs until it is stopped.
         "viewer": Popen(
-            command("viewer", "--agg-topic", s.agg_topic, "--duration", "0"),
-            env=env, cwd=REPO, start_new_session=True, preexec_fn=launcher.die_with_parent,
+            launcher.dying_with_parent(command("viewer", "--agg-topic", s.agg_topic,
+                                               "--duration", "0")),
+            env=env, cwd=REPO, start_new_session=True,
         ),
     }  # fmt: skip
     for process in scripts.values():  # stopped with `stack` if anything fails

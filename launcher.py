@@ -14,7 +14,9 @@ C code can lose it or turn it into another error (see stop_requested).
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -36,6 +38,26 @@ def die_with_parent(signum: int = signal.SIGTERM) -> None:
     if not sys.platform.startswith("linux"):
         return
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signum)
+
+
+# Not preexec_fn: with it, subprocess runs this process's at-fork handlers (logging's
+# lock) around the fork, where a stop signal's KeyboardInterrupt is only printed
+# ("Exception ignored in") and lost; and Python documents it as unsafe with threads.
+_EXEC_DYING_WITH_PARENT = f"""import ctypes, os, sys
+ctypes.CDLL(None).prctl({_PR_SET_PDEATHSIG}, {int(signal.SIGTERM)})
+if os.getppid() != int(sys.argv[1]):  # the parent exited before we asked
+    sys.exit(1)
+os.execvp(sys.argv[2], sys.argv[2:])"""
+
+
+def dying_with_parent(command: Sequence[str], env: dict[str, str] | None = None) -> list[str]:
+    """`command`, run so that the kernel sends it SIGTERM when this process exits."""
+    if not sys.platform.startswith("linux"):
+        return list(command)
+    path = (os.environ if env is None else env).get("PATH")
+    if shutil.which(command[0], path=path) is None:  # the error Popen would have raised
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", command[0])
+    return [sys.executable, "-I", "-S", "-c", _EXEC_DYING_WITH_PARENT, str(os.getpid()), *command]
 
 
 def on_stop_signals(handler: Callable[[int, Any], None]) -> None:
@@ -117,12 +139,21 @@ def raise_keyboard_interrupt(signum: int, frame: Any) -> None:
     interrupt(signum, frame)
 
 
+def _quiet_if_the_stop(unraisable: Any) -> None:
+    """Where Python cannot raise (a __del__, a callback from C) it prints the exception's
+    traceback and drops it. A KeyboardInterrupt dropped so is the stop, raised again by
+    raise_if_stopped, and no error."""
+    if not (issubclass(unraisable.exc_type, KeyboardInterrupt) and stop_requested()):
+        sys.__unraisablehook__(unraisable)
+
+
 @contextmanager
 def _errors_after_a_stop_are_the_stop() -> Iterator[None]:
     """After a stop signal, an error in the block, or its end, is raised as
     KeyboardInterrupt: a C extension may have turned the stop into that error, or
     swallowed it (see stop_requested). Before one, an error is an error, with its
     traceback."""
+    sys.unraisablehook = _quiet_if_the_stop
     try:
         yield
         raise_if_stopped()  # the block ran on to its end: C code swallowed the stop whole
@@ -170,13 +201,12 @@ def start_child(
     stdout = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
     try:
         return subprocess.Popen(
-            list(command),
+            dying_with_parent(command, env),
             stdout=stdout,
             stderr=subprocess.STDOUT,
             env=env,
             cwd=cwd,
             start_new_session=own_session,
-            preexec_fn=die_with_parent,  # runs before exec, in the child
         )
     finally:
         if log:

@@ -2,8 +2,10 @@
 
 Python raises the KeyboardInterrupt wherever the main thread is; inside
 confluent-kafka's C code it has come out as a TypeError (CI, a benchmark's
-Consumer()) and has been lost (CI, the viewer waiting for a silent broker). The
-blocks here must stop all the same, and an error with no signal stays an error.
+Consumer()) and has been lost (CI, the viewer waiting for a silent broker), and in
+an at-fork handler it was printed and dropped (CI, a benchmark starting a
+processor). The blocks here must stop all the same, with no traceback, and an
+error with no signal stays an error.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
+from processes import command_of, poll_until, running
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -38,6 +42,11 @@ SWALLOWED = """try:
     os.kill(os.getpid(), signal.{}); time.sleep(20)
 except KeyboardInterrupt:
     pass"""
+# Where Python cannot raise it (a __del__, a callback from C), it prints it and drops it.
+DROPPED = """class Finalized:
+    def __del__(self):
+        os.kill(os.getpid(), signal.{}); time.sleep(20)
+Finalized()"""
 # What confluent-kafka's Consumer() did with a SIGTERM that came while it read its
 # configuration: the KeyboardInterrupt came out as a TypeError.
 TURNED_INTO_A_TYPE_ERROR = """try:
@@ -66,16 +75,18 @@ STOPPED_SCRIPT = (0, "Stopped\n", "")
         (BENCHMARK, SIGNAL.format("SIGHUP"), STOPPED_BENCHMARK),
         (BENCHMARK, TURNED_INTO_A_TYPE_ERROR.format("SIGTERM"), STOPPED_BENCHMARK),
         (BENCHMARK, SWALLOWED.format("SIGTERM"), STOPPED_BENCHMARK),
+        (BENCHMARK, DROPPED.format("SIGTERM"), STOPPED_BENCHMARK),
         (SCRIPT, SIGNAL.format("SIGINT"), STOPPED_SCRIPT),
         (SCRIPT, SIGNAL.format("SIGTERM"), STOPPED_SCRIPT),
         (SCRIPT, TURNED_INTO_A_TYPE_ERROR.format("SIGINT"), STOPPED_SCRIPT),
         (SCRIPT, SWALLOWED.format("SIGTERM"), STOPPED_SCRIPT),
+        (SCRIPT, DROPPED.format("SIGINT"), STOPPED_SCRIPT),
     ],
     ids=[
         "benchmark-sigterm", "benchmark-sighup", "benchmark-sigterm-turned-into-a-type-error",
-        "benchmark-sigterm-swallowed",
+        "benchmark-sigterm-swallowed", "benchmark-sigterm-dropped",
         "script-ctrl-c", "script-sigterm", "script-ctrl-c-turned-into-a-type-error",
-        "script-sigterm-swallowed",
+        "script-sigterm-swallowed", "script-ctrl-c-dropped",
     ],
 )  # fmt: skip
 def test_a_stop_signal_stops_the_block_whatever_it_was_doing(
@@ -105,3 +116,22 @@ print("the broker answered", flush=True)"""
         )
         done = run_block(SCRIPT, body, port=silent.getsockname()[1])
     assert (done.returncode, done.stdout) == (0, "Stopped\n")
+
+
+def test_starting_a_child_runs_no_python_here_while_it_forks() -> None:
+    # CI saw a benchmark's SIGTERM land in logging's at-fork handler as it started a
+    # processor: Python printed that KeyboardInterrupt's traceback ("Exception ignored
+    # in") and dropped it. With no at-fork handler run, such a signal cannot land there.
+    body = """os.register_at_fork(after_in_parent=lambda: os.kill(os.getpid(), signal.SIGTERM))
+launcher.start_child(["true"]).wait()"""
+    done = run_block(BENCHMARK, body)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "block unwound\n", "")
+
+
+def test_a_child_started_here_is_stopped_when_we_are_killed() -> None:
+    body = """child = launcher.start_child(["sleep", "60"])
+print(child.pid, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)"""
+    done = run_block(BENCHMARK, body)
+    child = int(done.stdout)
+    poll_until(lambda: not running(child), 5, lambda: f"{command_of(child)} outlived us")
