@@ -139,12 +139,17 @@ def raise_keyboard_interrupt(signum: int, frame: Any) -> None:
     interrupt(signum, frame)
 
 
-def _quiet_if_the_stop(unraisable: Any) -> None:
+def _keep_a_dropped_stop_quiet() -> None:
     """Where Python cannot raise (a __del__, a callback from C) it prints the exception's
     traceback and drops it. A KeyboardInterrupt dropped so is the stop, raised again by
     raise_if_stopped, and no error."""
-    if not (issubclass(unraisable.exc_type, KeyboardInterrupt) and stop_requested()):
-        sys.__unraisablehook__(unraisable)
+    earlier = sys.unraisablehook
+
+    def hook(unraisable: Any) -> None:
+        if not (issubclass(unraisable.exc_type, KeyboardInterrupt) and stop_requested()):
+            earlier(unraisable)
+
+    sys.unraisablehook = hook
 
 
 @contextmanager
@@ -153,7 +158,7 @@ def _errors_after_a_stop_are_the_stop() -> Iterator[None]:
     KeyboardInterrupt: a C extension may have turned the stop into that error, or
     swallowed it (see stop_requested). Before one, an error is an error, with its
     traceback."""
-    sys.unraisablehook = _quiet_if_the_stop
+    _keep_a_dropped_stop_quiet()
     try:
         yield
         raise_if_stopped()  # the block ran on to its end: C code swallowed the stop whole

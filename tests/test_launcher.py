@@ -104,6 +104,17 @@ def test_an_error_without_a_stop_signal_keeps_its_traceback(block: str) -> None:
     assert done.stderr.endswith("TypeError: a real bug\n")
 
 
+def test_an_error_python_drops_without_a_stop_is_still_printed() -> None:
+    body = """class Finalized:
+    def __del__(self):
+        raise ValueError("a real bug")
+Finalized()"""
+    done = run_block(BENCHMARK, body)
+    assert (done.returncode, done.stdout) == (0, "block unwound\n")
+    assert done.stderr.startswith("Exception ignored in")
+    assert done.stderr.endswith("ValueError: a real bug\n")
+
+
 def test_waiting_for_the_broker_stops_even_when_the_interrupt_was_swallowed() -> None:
     # A port that takes connections and never answers: the wait would outlast run_block's 30 s.
     with socket.create_server(("127.0.0.1", 0)) as silent:
@@ -130,6 +141,8 @@ launcher.start_child(["true"]).wait()"""
 
 def test_a_child_started_here_is_stopped_when_we_are_killed() -> None:
     body = """child = launcher.start_child(["sleep", "60"])
+while not open(f"/proc/{{child.pid}}/cmdline").read().startswith("sleep"):  # it has begun
+    time.sleep(0.01)
 print(child.pid, flush=True)
 os.kill(os.getpid(), signal.SIGKILL)"""
     done = run_block(BENCHMARK, body)
