@@ -279,8 +279,8 @@ def start_scripts(
         ),
         # DURATION is the demo's (make exports it): the viewer runs until it is stopped.
         "viewer": Popen(
-            launcher.dying_with_parent(command("viewer", "--agg-topic", s.agg_topic,
-                                               "--duration", "0")),
+            launcher.dying_with_parent(
+                command("viewer", "--agg-topic", s.agg_topic, "--duration", "0"), env),
             env=env, cwd=REPO, start_new_session=True,
         ),
     }  # fmt: skip

@@ -38,21 +38,21 @@ except KeyboardInterrupt:
 """
 SIGNAL = "os.kill(os.getpid(), signal.{}); time.sleep(20)"
 # What a C callback can do with it: swallow it whole, so the block runs on to its end.
-SWALLOWED = """try:
-    os.kill(os.getpid(), signal.{}); time.sleep(20)
-except KeyboardInterrupt:
-    pass"""
-# Where Python cannot raise it (a __del__, a callback from C), it prints it and drops it.
-DROPPED = """class Finalized:
-    def __del__(self):
-        os.kill(os.getpid(), signal.{}); time.sleep(20)
-Finalized()"""
+SWALLOWED = f"try:\n    {SIGNAL}\nexcept KeyboardInterrupt:\n    pass"
 # What confluent-kafka's Consumer() did with a SIGTERM that came while it read its
 # configuration: the KeyboardInterrupt came out as a TypeError.
-TURNED_INTO_A_TYPE_ERROR = """try:
-    os.kill(os.getpid(), signal.{}); time.sleep(20)
+TURNED_INTO_A_TYPE_ERROR = f"""try:
+    {SIGNAL}
 except KeyboardInterrupt:
     raise TypeError("expected configuration property name as type unicode string")"""
+
+
+def in_a_del(statement: str) -> str:
+    """`statement` where Python cannot raise: it prints the exception and drops it."""
+    return f"class Finalized:\n    def __del__(self):\n        {statement}\nFinalized()"
+
+
+DROPPED = in_a_del(SIGNAL)
 
 
 def run_block(block: str, body: str, **fields: object) -> subprocess.CompletedProcess[str]:
@@ -105,11 +105,7 @@ def test_an_error_without_a_stop_signal_keeps_its_traceback(block: str) -> None:
 
 
 def test_an_error_python_drops_without_a_stop_is_still_printed() -> None:
-    body = """class Finalized:
-    def __del__(self):
-        raise ValueError("a real bug")
-Finalized()"""
-    done = run_block(BENCHMARK, body)
+    done = run_block(BENCHMARK, in_a_del('raise ValueError("a real bug")'))
     assert (done.returncode, done.stdout) == (0, "block unwound\n")
     assert done.stderr.startswith("Exception ignored in")
     assert done.stderr.endswith("ValueError: a real bug\n")
@@ -134,9 +130,13 @@ def test_starting_a_child_runs_no_python_here_while_it_forks() -> None:
     # processor: Python printed that KeyboardInterrupt's traceback ("Exception ignored
     # in") and dropped it. With no at-fork handler run, such a signal cannot land there.
     body = """os.register_at_fork(after_in_parent=lambda: os.kill(os.getpid(), signal.SIGTERM))
-launcher.start_child(["true"]).wait()"""
+print("the child exited with", launcher.start_child(["true"]).wait(), flush=True)"""
     done = run_block(BENCHMARK, body)
-    assert (done.returncode, done.stdout, done.stderr) == (0, "block unwound\n", "")
+    assert (done.returncode, done.stdout, done.stderr) == (
+        0,
+        "the child exited with 0\nblock unwound\n",
+        "",
+    )
 
 
 def test_a_child_started_here_is_stopped_when_we_are_killed() -> None:
