@@ -29,9 +29,11 @@ from rich.progress import (
     MofNCompleteColumn,
     Progress,
     ProgressColumn,
+    Task,
     TaskID,
     TextColumn,
 )
+from rich.text import Text
 
 import kafka_io
 import launcher
@@ -154,7 +156,7 @@ class SensorProducer:
         self.watermarks = DeliveryReport()
         self.produced = 0
         self.last_event_time: datetime | None = None
-        self.started_at = self.last_sent_at = time.monotonic()
+        self.last_sent_at = time.monotonic()
 
     def _produce(self, key: str, payload: bytes, moment: datetime, report: DeliveryReport) -> None:
         while True:
@@ -271,14 +273,20 @@ def send_final_watermark(sensors: SensorProducer, lead_seconds: float) -> None:
 
 
 def show(progress: Progress, task: TaskID, sensors: SensorProducer) -> None:
-    elapsed = time.monotonic() - sensors.started_at
     report = sensors.readings
     progress.update(
         task,
         completed=sensors.produced,
-        rate=f"{sensors.produced / elapsed:,.0f}" if elapsed > 0 else "0",
         deliveries=f"delivered {report.delivered:,} failed {report.failed:,}",
     )
+
+
+class RecentRateColumn(ProgressColumn):
+    """Readings per second over the last 5 s (make_progress), so a burst of history or
+    a stall shows at once; an average since the start would hide both for minutes."""
+
+    def render(self, task: Task) -> Text:
+        return Text(f"{task.speed:,.0f}/s" if task.speed is not None else "-/s")
 
 
 def make_progress(total: int, quiet: bool) -> Progress:
@@ -289,10 +297,9 @@ def make_progress(total: int, quiet: bool) -> Progress:
         columns += [BarColumn(), MofNCompleteColumn()]
     else:
         columns += [TextColumn("{task.completed}")]
-    columns += [TextColumn("{task.fields[rate]}/s"), TextColumn("{task.fields[deliveries]}")]
-    return Progress(
-        *columns, console=console, disable=quiet or not console.is_terminal, transient=False
-    )
+    columns += [RecentRateColumn(), TextColumn("{task.fields[deliveries]}")]
+    disable = quiet or not console.is_terminal
+    return Progress(*columns, console=console, disable=disable, speed_estimate_period=5.0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -334,8 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     try:
         with make_progress(settings.count, settings.quiet) as progress:
-            task = progress.add_task("readings", total=settings.count or None, rate="0",
-                                     deliveries="")  # fmt: skip
+            task = progress.add_task("readings", total=settings.count or None, deliveries="")
             run(sensors, readings, settings, stop, lambda: show(progress, task, sensors))
             show(progress, task, sensors)
         # Normal end, Ctrl-C and SIGTERM alike: no more readings will come from us.

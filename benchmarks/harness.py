@@ -7,7 +7,8 @@ harness times them from the outside:
 - start-up: from starting the processes to the first moment their consumer
   group is Stable with all of them as members (partitions assigned;
   DescribeConsumerGroups, polled every 20 ms; the embedded broker lists no
-  members, so there it is the first Stable), reported as `startup_s`;
+  members, so there it is the first Stable, and with several processes the
+  moment each has opened its window store too), reported as `startup_s`;
 - processing: from then to the moment the harness reads the last expected
   record from the output topic, reported as `seconds` and `readings_per_s`.
 
@@ -294,6 +295,13 @@ class Child:
         stop_child(self.process)
 
 
+def machine_busy_seconds() -> float:
+    """CPU time all cores have spent busy since boot: user, nice, system, irq and softirq
+    from /proc/stat (not idle, iowait or steal)."""
+    ticks = [int(n) for n in Path("/proc/stat").read_text().split(maxsplit=8)[1:8]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
 def wait_until(
     condition: Callable[[], bool],
     what: str,
@@ -324,6 +332,12 @@ def group_is_stable(admin: AdminClient, group: str, members: int = 1) -> bool:
         return False
     # The embedded broker lists no members; there, Stable is all there is to know.
     return found.state == ConsumerGroupState.STABLE and len(found.members) in (0, members)
+
+
+def has_opened_a_store(state_dir: Path) -> bool:
+    """Whether Quix Streams has opened a window store under `state_dir`, as it does for
+    each partition it is assigned: <state dir>/<group>/<store>/<topic>/<partition>."""
+    return any(state_dir.glob("*/*/*/*"))
 
 
 def consumer_flags(address: str, raw: str, agg: str, group: str, state_dir: Path) -> list[str]:
@@ -373,9 +387,9 @@ class ConsumerGroup:
         self.outputs = 0
         self.children: list[Child] = []
         self.started = time.monotonic()
+        self.state_dirs = [run.work / f"{self.group}-state-{i}" for i in range(instances)]
         try:
-            for i in range(instances):
-                state = run.work / f"{self.group}-state-{i}"
+            for i, state in enumerate(self.state_dirs):
                 where = consumer_flags(run.address, run.raw, self.sink, self.group, state)
                 log = run.work / f"{self.group}-{i}.log"
                 self.children.append(Child(script, [*where, *flags], log))
@@ -384,7 +398,12 @@ class ConsumerGroup:
             raise
 
     def is_stable(self, admin: AdminClient) -> bool:
-        return group_is_stable(admin, self.group, self.instances)
+        """Stable, and with several processes, each one's window store opened too: the
+        embedded broker lists no members, and answers each one's join about a second
+        apart, so its first Stable comes before the last member has its partitions."""
+        if not group_is_stable(admin, self.group, self.instances):
+            return False
+        return self.instances == 1 or all(map(has_opened_a_store, self.state_dirs))
 
     def read_outputs(self, timeout: float) -> int:
         """Read what has arrived on the output topic; return the total so far."""
@@ -414,14 +433,19 @@ def time_consumers(
     try:
         children = consumers.children
         ready = wait_until(lambda: consumers.is_stable(admin), f"{name} group", 120, children)
+        own, machine = consumers.cpu_seconds(), machine_busy_seconds()
         done = wait_until(
             lambda: consumers.read_outputs(0.05) >= outputs,
             f"{outputs} records from {name}", run.timeout, children, 0,
         )  # fmt: skip
+        # Cores busy on average: theirs, and the machine's (they, the broker, the harness).
+        own = (consumers.cpu_seconds() - own) / (done - ready)
+        machine = (machine_busy_seconds() - machine) / (done - ready)
         peak = max(child.memory_mib() for child in children)
     finally:
         consumers.stop()
-    result = measurement(name, run.readings, done - ready, peak_rss_mib=peak)
+    result = measurement(name, run.readings, done - ready, peak_rss_mib=peak,
+                         cores=round(own, 2), machine_cores=round(machine, 2))  # fmt: skip
     started = consumers.started
     result.update(startup_s=round(ready - started, 3), wall_s=round(done - started, 3))
     return result, consumers.sink

@@ -23,7 +23,16 @@ from hypothesis import strategies as st
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from harness import Workload, expected_closed_windows  # noqa: E402
+from confluent_kafka.admin import AdminClient  # noqa: E402
+from harness import (  # noqa: E402
+    ConsumerGroup,
+    Run,
+    Workload,
+    create_topics,
+    expected_closed_windows,
+    unique_name,
+    wait_until,
+)
 from latency import ClosingTracker, percentile  # noqa: E402
 from throughput import window_differences  # noqa: E402
 
@@ -65,6 +74,9 @@ def test_throughput_runs_and_every_processor_matches_the_baseline(broker_address
         assert by_name[name]["readings_per_s"] > 0
     for name in consumers:
         assert 0 < by_name[name]["startup_s"] < by_name[name]["wall_s"]
+    for name in ("processor", "processor-x2"):  # long enough for whole clock ticks
+        # Their cores are a part of the machine's, within a tick's rounding.
+        assert 0 < by_name[name]["cores"] <= by_name[name]["machine_cores"] + 0.1
     assert by_name["processor-x2"]["instances"] == 2
     summary = by_name["summary"]
     # 30 rounds of 1 s per sensor: windows closed by each sensor's last reading.
@@ -80,6 +92,25 @@ def test_throughput_runs_and_every_processor_matches_the_baseline(broker_address
     per_core = round(cpu["baseline"] / cpu["processor"], 3)
     assert summary["per_round"][0]["processor/baseline per core"] == per_core
     assert summary["processor/baseline per core"] == per_core  # the median of one round
+
+
+@pytest.mark.integration
+def test_several_processors_are_timed_only_once_each_has_its_partitions(
+    broker_address: str, tmp_path: Path
+) -> None:
+    # The embedded broker lists no group members and answers each member's join on its
+    # own clock, about a second apart here, so a first Stable came before the second
+    # processor had any partition. Quix Streams logs its partitions' arrival at DEBUG.
+    run = Run(broker_address, unique_name("raw"), 2, 0, tmp_path)
+    create_topics(broker_address, run.partitions, run.raw)
+    admin = AdminClient({"bootstrap.servers": broker_address})
+    group = ConsumerGroup(run, "ready", "sensor_stream_processor.py", ["--log-level=DEBUG"], 2)
+    try:
+        wait_until(lambda: group.is_stable(admin), "two processors", 60, group.children)
+        assigned = ["assigning partitions" in child.log.read_text() for child in group.children]
+    finally:
+        group.stop()
+    assert assigned == [True, True]
 
 
 @pytest.mark.integration

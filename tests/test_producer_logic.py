@@ -13,6 +13,7 @@ import pytest
 
 from sensor_stream_producer import (
     MAX_DRIFT,
+    RecentRateColumn,
     encode_reading,
     generate_readings,
     make_progress,
@@ -71,7 +72,29 @@ def test_progress_shows_only_on_a_terminal_and_not_when_quiet(
 ) -> None:
     monkeypatch.setattr(sys, "stderr", stderr())
     with make_progress(10, quiet) as progress:
-        task = progress.add_task("readings", total=10, rate="1,234", deliveries="delivered 4")
+        task = progress.add_task("readings", total=10, deliveries="delivered 4")
         progress.update(task, completed=4)
     printed = sys.stderr.getvalue()
-    assert ("4/10" in printed and "1,234/s" in printed and "delivered 4" in printed) == shown
+    assert ("4/10" in printed and "/s" in printed and "delivered 4" in printed) == shown
+
+
+def test_the_rate_shown_is_the_last_seconds_not_the_average_since_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 600 readings of history in the first second, then 20/s for 30 s. The rate shows
+    # the burst while it is in the last 5 s, then 20/s; an average since the start
+    # would still show 39/s at the end.
+    monkeypatch.setattr(sys, "stderr", FakeTerminal())
+    clock = [0.0]
+    shown = []
+    with make_progress(0, quiet=False) as progress:
+        progress.get_time = lambda: clock[0]
+        task = progress.add_task("readings", total=None, deliveries="")
+        produced = 0
+        for tick in range(1, 31 * 20 + 1):
+            clock[0] = tick / 20
+            produced += 600 // 20 if tick <= 20 else 1
+            progress.update(task, completed=produced)
+            if tick % 100 == 0:
+                shown.append(str(RecentRateColumn().render(progress.tasks[0])))
+    assert shown == ["131/s", "20/s", "20/s", "20/s", "20/s", "20/s"]
