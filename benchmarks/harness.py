@@ -433,19 +433,19 @@ def time_consumers(
     try:
         children = consumers.children
         ready = wait_until(lambda: consumers.is_stable(admin), f"{name} group", 120, children)
-        own, machine = consumers.cpu_seconds(), machine_busy_seconds()
+        cpu, busy = consumers.cpu_seconds(), machine_busy_seconds()
         done = wait_until(
             lambda: consumers.read_outputs(0.05) >= outputs,
             f"{outputs} records from {name}", run.timeout, children, 0,
         )  # fmt: skip
         # Cores busy on average: theirs, and the machine's (they, the broker, the harness).
-        own = (consumers.cpu_seconds() - own) / (done - ready)
-        machine = (machine_busy_seconds() - machine) / (done - ready)
+        cores = (consumers.cpu_seconds() - cpu) / (done - ready)
+        machine_cores = (machine_busy_seconds() - busy) / (done - ready)
         peak = max(child.memory_mib() for child in children)
     finally:
         consumers.stop()
     result = measurement(name, run.readings, done - ready, peak_rss_mib=peak,
-                         cores=round(own, 2), machine_cores=round(machine, 2))  # fmt: skip
+                         cores=round(cores, 2), machine_cores=round(machine_cores, 2))  # fmt: skip
     started = consumers.started
     result.update(startup_s=round(ready - started, 3), wall_s=round(done - started, 3))
     return result, consumers.sink
