@@ -12,6 +12,8 @@ import os
 import signal
 import subprocess
 import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,7 @@ from harness import (  # noqa: E402
     Workload,
     create_topics,
     expected_closed_windows,
+    machine_busy_seconds,
     unique_name,
     wait_until,
 )
@@ -74,9 +77,10 @@ def test_throughput_runs_and_every_processor_matches_the_baseline(broker_address
         assert by_name[name]["readings_per_s"] > 0
     for name in consumers:
         assert 0 < by_name[name]["startup_s"] < by_name[name]["wall_s"]
-    for name in ("processor", "processor-x2"):  # long enough for whole clock ticks
-        # Their cores are a part of the machine's, within a tick's rounding.
-        assert 0 < by_name[name]["cores"] <= by_name[name]["machine_cores"] + 0.1
+        # Reported, but 3,000 readings can take less than a clock tick: their sources
+        # are checked below (test_machine_busy_time_...) and by the side-by-side cpu_s.
+        assert by_name[name]["cores"] >= 0
+        assert by_name[name]["machine_cores"] >= 0
     assert by_name["processor-x2"]["instances"] == 2
     summary = by_name["summary"]
     # 30 rounds of 1 s per sensor: windows closed by each sensor's last reading.
@@ -111,6 +115,24 @@ def test_several_processors_are_timed_only_once_each_has_its_partitions(
     finally:
         group.stop()
     assert assigned == [True, True]
+
+
+def burn(seconds: float) -> float:
+    """Spin until this process has used `seconds` of CPU; return the CPU time used."""
+    start = time.process_time()
+    while time.process_time() - start < seconds:
+        pass
+    return time.process_time() - start
+
+
+def test_machine_busy_time_includes_the_cpu_time_of_a_process_on_every_core() -> None:
+    # With every core spinning, idle time barely moves: counting it instead of busy
+    # time, or leaving out user time, falls short. /proc/stat counts in 10 ms ticks.
+    cores = os.cpu_count() or 1
+    before = machine_busy_seconds()
+    with ProcessPoolExecutor(cores) as pool:
+        spent = sum(pool.map(burn, [0.3] * cores))
+    assert machine_busy_seconds() - before >= spent - 0.01 * (cores + 1)
 
 
 @pytest.mark.integration
