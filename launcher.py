@@ -33,11 +33,11 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _PR_SET_PDEATHSIG = 1
 
 
-def die_with_parent(signum: int = signal.SIGTERM) -> None:
-    """Have the kernel send `signum` to this process when its parent exits (Linux only)."""
+def die_with_parent() -> None:
+    """Have the kernel send SIGTERM to this process when its parent exits (Linux only)."""
     if not sys.platform.startswith("linux"):
         return
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signum)
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 # Not preexec_fn: with it, subprocess runs this process's at-fork handlers (logging's
@@ -66,7 +66,7 @@ def on_stop_signals(handler: Callable[[int, Any], None]) -> None:
     for signum in STOP_SIGNALS:
         signal.signal(signum, handler)
     parent = os.getppid()
-    die_with_parent(signal.SIGTERM)
+    die_with_parent()
     if os.getppid() != parent:  # the parent was already gone before we asked
         handler(signal.SIGTERM, None)
     hang_up_when_terminal_closes()

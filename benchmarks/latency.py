@@ -221,7 +221,9 @@ def measure(opts: argparse.Namespace, address: str, work: Path, config: str) -> 
             "until_emitted": [
                 emitted[w] - raw_at for w, (_, raw_at, _, _) in timed_windows.items()
             ],
-            "emitted_to_broker": [agg_at - emitted[w] for w, (*_, agg_at) in timed_windows.items()],
+            "emitted_to_broker": [
+                agg_at - emitted[w] for w, (_, _, _, agg_at) in timed_windows.items()
+            ],
         }
     return {
         "name": "latency",
