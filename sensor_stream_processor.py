@@ -27,9 +27,11 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
-from typing import Any, Literal, NotRequired, TypedDict
+from typing import Any, Literal, TypedDict
 
 import orjson
 from confluent_kafka import KafkaError, Producer
@@ -41,6 +43,7 @@ from quixstreams.kafka.exceptions import KafkaBrokerUnavailableError, KafkaConsu
 from quixstreams.models import Deserializer, SerializationContext, TimestampType, TopicConfig
 from quixstreams.models.topics.exceptions import TopicConfigurationMismatch, TopicNotFoundError
 from quixstreams.state.exceptions import InvalidChangelogOffset, InvalidStoreChangelogOffset
+from quixstreams.state.rocksdb import RocksDBOptions
 
 import launcher
 from embedded_broker import PROCESSOR_PRODUCER_CONFIG
@@ -66,6 +69,12 @@ CONSUMER_DEFAULTS = {
     "heartbeat.interval.ms": 1500,
     "fetch.wait.max.ms": 50,
 }
+
+
+# The window store serializes its state on every read and write. Quix Streams' default
+# wraps orjson in a Python function; orjson's own functions write the same bytes for
+# the numbers a window holds, without that call per reading.
+STATE_OPTIONS = RocksDBOptions(dumps=orjson.dumps, loads=orjson.loads)
 
 
 class ProcessorSettings(RawTopicSettings):
@@ -121,8 +130,7 @@ class ProcessorSettings(RawTopicSettings):
 
 class Reading(TypedDict):
     ts: str
-    value: NotRequired[float]  # absent in a watermark
-    watermark: NotRequired[bool]
+    value: float | None  # None in a watermark, which moves time and carries no value
 
 
 class InvalidReading(ValueError):
@@ -143,8 +151,8 @@ def parse_reading(payload: bytes) -> Reading:
         raise InvalidReading("not-an-object", f"JSON {type(reading).__name__}, not an object")
     if "ts" not in reading:
         raise InvalidReading("missing-ts", "no 'ts' field")
-    if is_watermark(reading):
-        return reading  # type: ignore[return-value]  # moves time; carries no value
+    if reading.get("watermark") is True:
+        return {"ts": reading["ts"], "value": None}
     value = reading.get("value")
     if not is_finite_number(value):
         reason = "missing-value" if value is None else "non-numeric-value"
@@ -157,40 +165,50 @@ def is_finite_number(value: object) -> bool:
     return type(value) in (float, int) and math.isfinite(value)
 
 
-def is_watermark(reading: Reading) -> bool:
-    return reading.get("watermark") is True
-
-
 class CurrentMessage:
-    """The raw bytes and headers of the message being processed.
+    """The message being processed: its raw bytes, its headers, and whether it has a key.
 
     It is safe to keep them here: Quix Streams runs the whole dataframe on one
     message before it polls the next, so later steps see the message they handle.
+    It deserializes a message's key, if there is one, before its value, handing
+    both the same context object: `keyed_context is ctx` means "this one has a key".
     """
 
-    __slots__ = ("headers", "payload")
+    __slots__ = ("headers", "keyed_context", "payload")
 
     def __init__(self) -> None:
         self.payload: bytes = b""
         self.headers: Any = None
+        self.keyed_context: SerializationContext | None = None
 
 
 current = CurrentMessage()
 
 
+class SensorIdDeserializer(Deserializer):
+    """Keeps the sensor id as bytes (no decoding per reading) and notes that there is one."""
+
+    def __call__(self, value: bytes, ctx: SerializationContext) -> bytes:
+        if value:
+            current.keyed_context = ctx
+        return value
+
+
 class ReadingDeserializer(Deserializer):
     """Parses each message, counts it, and keeps it as the `current` message."""
 
-    def __init__(self, counters: Counter[str]) -> None:
+    def __init__(self, counters: Counters) -> None:
         super().__init__()
         self.counters = counters
 
     def __call__(self, value: bytes, ctx: SerializationContext) -> Reading:
         current.payload, current.headers = value, ctx.headers
-        self.counters["processed"] += 1
+        self.counters.processed += 1
         reading = parse_reading(value)
-        if is_watermark(reading):
-            self.counters["watermarks"] += 1
+        if current.keyed_context is not ctx:  # windows would skip it without a word
+            raise InvalidReading("no-key", "the message has no key (sensor id)")
+        if reading["value"] is None:
+            self.counters.watermarks += 1
         return reading
 
 
@@ -226,27 +244,29 @@ class WindowStats(TypedDict):
     min: float | None
     max: float | None
     sum: float
-    # Neumaier compensation: the low-order bits that `sum` lost, so the mean
+    # The low-order bits that `sum` lost (compensated summation), so the mean
     # stays accurate even when large and small readings mix.
     compensation: float
 
 
 def initialize_stats(reading: Reading) -> WindowStats:
-    if is_watermark(reading):
-        return {"count": 0, "min": None, "max": None, "sum": 0.0, "compensation": 0.0}
     value = reading["value"]
+    if value is None:  # a watermark
+        return {"count": 0, "min": None, "max": None, "sum": 0.0, "compensation": 0.0}
     return {"count": 1, "min": value, "max": value, "sum": value, "compensation": 0.0}
 
 
 def add_reading(stats: WindowStats, reading: Reading) -> WindowStats:
-    if is_watermark(reading):
+    value = reading["value"]
+    if value is None:  # a watermark
         return stats
     count, low, high, old = stats["count"], stats["min"], stats["max"], stats["sum"]
     if count == 0:
         return initialize_stats(reading)
-    value = reading["value"]
     total = old + value
-    lost = (old - total) + value if abs(old) >= abs(value) else (value - total) + old
+    # Knuth's 2Sum: exactly what rounding took from `total`, whichever addend is larger.
+    part = total - old
+    lost = (old - (total - part)) + (value - part)
     return {
         "count": count + 1,
         "min": value if value < low else low,
@@ -307,7 +327,7 @@ class DeadLetterSink:
     its dead letter is safe.
     """
 
-    def __init__(self, producer: Producer, topic: str, counters: Counter[str]) -> None:
+    def __init__(self, producer: Producer, topic: str, counters: Counters) -> None:
         self.producer, self.topic, self.counters = producer, topic, counters
 
     def send(self, key: bytes | None, headers: Any, reason: str, detail: str, *, value: bytes = b"",
@@ -326,17 +346,18 @@ class DeadLetterSink:
                 f"could not write to dead-letter topic {self.topic}: "
                 f"{'; '.join(f.str() for f in failures) or 'not delivered within 30 s'}"
             )
-        self.counters[f"dead-lettered {reason}"] += 1
+        self.counters.dead_lettered[reason] += 1
 
 
 class DeadLetterCallbacks:
-    """The three places Quix Streams hands us a message it cannot aggregate."""
+    """The two places Quix Streams hands us a message it cannot aggregate."""
 
     def __init__(self, sink: DeadLetterSink) -> None:
         self.sink = sink
 
     def on_consumer_error(self, exc: Exception, message: Any, _logger: logging.Logger) -> bool:
-        """Bad bytes, JSON or fields: dead-letter and go on. Anything else stops the app."""
+        """No key, or bad bytes, JSON or fields: dead-letter and go on. Anything else stops
+        the app."""
         if not isinstance(exc, InvalidReading) or message is None:
             return False
         logger.warning(
@@ -347,20 +368,10 @@ class DeadLetterCallbacks:
         self.sink.send(message.key(), message.headers(), exc.reason, exc.detail, value=value)
         return True
 
-    def keep_if_keyed(
-        self, value: Reading, key: bytes | None, timestamp: int, headers: Any
-    ) -> bool:
-        if key:
-            return True
-        logger.warning("Dead-lettered a reading without a sensor key: %s", value)
-        self.sink.send(None, current.headers, "no-key", "the message has no key (sensor id)",
-                       value=current.payload)  # fmt: skip
-        return False
-
     def on_late(self, value: Reading, key: bytes, timestamp_ms: int, late_by_ms: int, start: int,
                 end: int, *where: Any) -> bool:  # fmt: skip
         """Quix passes (name, topic, partition, offset) as `where`."""
-        if is_watermark(value):
+        if value["value"] is None:
             return False  # an old watermark says nothing new
         detail = (
             f"reading at {format_ms(timestamp_ms)} is {late_by_ms} ms late for window "
@@ -376,25 +387,40 @@ class DeadLetterCallbacks:
 # --- Counters: what happened, every SUMMARY_INTERVAL and at the end ---------------
 
 
-def count_window(counters: Counter[str], window: dict[str, Any]) -> None:
-    counters["windows emitted"] += 1
-    counters["aggregated"] += window["temperature"]["count"]
+@dataclass(slots=True)
+class Counters:
+    """Plain attributes: a few instructions to add to, where a Counter's item costs more."""
+
+    processed: int = 0
+    aggregated: int = 0
+    windows_emitted: int = 0
+    watermarks: int = 0
+    dead_lettered: Counter[str] = field(default_factory=Counter)  # by reason
+
+    def __str__(self) -> str:
+        counts = [
+            ("processed", self.processed),
+            ("aggregated", self.aggregated),
+            ("windows emitted", self.windows_emitted),
+            ("watermarks", self.watermarks),
+        ]
+        counts += [(f"dead-lettered {why}", n) for why, n in sorted(self.dead_lettered.items())]
+        return ", ".join(f"{name}={n}" for name, n in counts)
 
 
-def format_counters(counters: Counter[str]) -> str:
-    names = ["processed", "aggregated", "windows emitted", "watermarks"]
-    names += sorted(n for n in counters if n.startswith("dead-lettered"))
-    return ", ".join(f"{name}={counters[name]}" for name in names)
+def count_window(counters: Counters, window: dict[str, Any]) -> None:
+    counters.windows_emitted += 1
+    counters.aggregated += window["temperature"]["count"]
 
 
 @contextmanager
-def periodic_summary(counters: Counter[str], interval: float) -> Iterator[None]:
+def periodic_summary(counters: Counters, interval: float) -> Iterator[None]:
     """Log the counters every `interval` seconds while the body runs, and once at the end."""
     stop = threading.Event()
 
     def log_every_interval() -> None:
         while not stop.wait(interval):
-            logger.info("Summary: %s", format_counters(counters))
+            logger.info("Summary: %s", counters)
 
     thread = threading.Thread(target=log_every_interval, name="summary", daemon=True)
     thread.start()
@@ -403,7 +429,7 @@ def periodic_summary(counters: Counter[str], interval: float) -> Iterator[None]:
     finally:
         stop.set()
         thread.join()
-        logger.info("Final summary: %s", format_counters(counters))
+        logger.info("Final summary: %s", counters)
 
 
 # --- When things go wrong: one line saying what happened and what to do ----------
@@ -493,13 +519,13 @@ def explain(exc: Exception, settings: ProcessorSettings) -> str | None:
 
 
 def build_pipeline(
-    app: Application, settings: ProcessorSettings, counters: Counter[str], dead: DeadLetterCallbacks
+    app: Application, settings: ProcessorSettings, counters: Counters, dead: DeadLetterCallbacks
 ) -> StreamingDataFrame:
     """Raw topic -> tumbling window reduce per sensor -> aggregate topic."""
     config = TopicConfig(settings.partitions, 1, extra_config=dict(TOPIC_RETENTION))
     raw = app.topic(
         settings.raw_topic,
-        key_deserializer="bytes",  # sensor ids stay bytes: no decoding per reading
+        key_deserializer=SensorIdDeserializer(),
         value_deserializer=ReadingDeserializer(counters),
         timestamp_extractor=extract_event_time,  # attached before the dataframe is built
         config=config,
@@ -508,7 +534,6 @@ def build_pipeline(
         settings.agg_topic, key_serializer="bytes", value_serializer="json", config=config
     )
     sdf = app.dataframe(raw)
-    sdf = sdf.filter(dead.keep_if_keyed, metadata=True)
     sdf = sdf.tumbling_window(
         timedelta(seconds=settings.window_seconds),
         grace_ms=timedelta(seconds=settings.grace_seconds),
@@ -518,12 +543,12 @@ def build_pipeline(
     # Close windows per sensor: a reading is late only against its own sensor's clock.
     sdf = sdf.final(closing_strategy="key")
     sdf = sdf.filter(has_readings).apply(summarize_window)
-    sdf = sdf.update(log_aggregate, metadata=True).update(lambda w: count_window(counters, w))
+    sdf = sdf.update(log_aggregate, metadata=True).update(partial(count_window, counters))
     return sdf.to_topic(aggregates)
 
 
 def build_application(
-    settings: ProcessorSettings, counters: Counter[str], dead: DeadLetterCallbacks
+    settings: ProcessorSettings, counters: Counters, dead: DeadLetterCallbacks
 ) -> Application:
     """The Application with its pipeline, built again while the broker does not yet
     list the changelog topic Quix Streams has just created (Kafka can lag a moment)."""
@@ -534,6 +559,7 @@ def build_application(
             consumer_group=settings.consumer_group,
             auto_offset_reset=settings.auto_offset_reset,
             state_dir=settings.state_dir,
+            rocksdb_options=STATE_OPTIONS,
             processing_guarantee=settings.processing_guarantee,
             commit_interval=settings.commit_interval,
             on_consumer_error=dead.on_consumer_error,
@@ -554,7 +580,7 @@ def build_application(
 def main(argv: list[str] | None = None) -> int:
     settings = load_settings(ProcessorSettings, argv)
     configure_logging(settings.log_level, BrokerOutageLog(settings.broker_address))
-    counters: Counter[str] = Counter()
+    counters = Counters()
     try:
         with launcher.interrupted_by_stop_signals():  # until Quix Streams installs its own
             check_state_dir(settings)
@@ -578,7 +604,7 @@ def main(argv: list[str] | None = None) -> int:
             with periodic_summary(counters, settings.summary_interval):
                 app.run()
     except KeyboardInterrupt:  # Ctrl-C before Quix Streams ran, or a second one as it stopped
-        logger.info("Stopped before processing began" if not counters else "Stopped")
+        logger.info("Stopped" if counters.processed else "Stopped before processing began")
         return 0
     except (CannotRun, BrokerUnavailable, TopicError) as exc:
         logger.error("%s", exc)

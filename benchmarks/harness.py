@@ -245,9 +245,12 @@ def read_to_end(address: str, topic: str, timeout: float = 120.0) -> list[Messag
 class Child:
     """A script of this repository run as a process that never outlives the benchmark."""
 
-    def __init__(self, script: str, flags: Sequence[str], log: Path) -> None:
+    def __init__(
+        self, script: str, flags: Sequence[str], log: Path, wrapper: Sequence[str] = ()
+    ) -> None:
         self.log = log
-        self.process = start_child([sys.executable, str(REPO / script), *flags], log=log, cwd=REPO)
+        command = [*wrapper, sys.executable, str(REPO / script), *flags]
+        self.process = start_child(command, log=log, cwd=REPO)
 
     def cpu_seconds(self) -> float:
         """User plus system CPU time so far, every thread; 0 once the process has gone."""
@@ -291,8 +294,8 @@ class Child:
             self.check()
         return peak
 
-    def stop(self) -> None:
-        stop_child(self.process)
+    def stop(self, timeout: float = 15.0) -> None:
+        stop_child(self.process, timeout)
 
 
 def machine_busy_seconds() -> float:
@@ -378,7 +381,13 @@ class ConsumerGroup:
     state dir, writing to a new output topic that the harness tails."""
 
     def __init__(
-        self, run: Run, name: str, script: str, flags: Sequence[str], instances: int = 1
+        self,
+        run: Run,
+        name: str,
+        script: str,
+        flags: Sequence[str],
+        instances: int = 1,
+        wrapper: Sequence[str] = (),
     ) -> None:
         self.instances = instances
         self.sink, self.group = unique_name(f"{name}-out"), unique_name(name)
@@ -392,7 +401,7 @@ class ConsumerGroup:
             for i, state in enumerate(self.state_dirs):
                 where = consumer_flags(run.address, run.raw, self.sink, self.group, state)
                 log = run.work / f"{self.group}-{i}.log"
-                self.children.append(Child(script, [*where, *flags], log))
+                self.children.append(Child(script, [*where, *flags], log, wrapper))
         except BaseException:
             self.stop()
             raise
@@ -414,9 +423,9 @@ class ConsumerGroup:
         """User plus system CPU time of all its processes, every thread included."""
         return sum(child.cpu_seconds() for child in self.children)
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 15.0) -> None:
         for child in self.children:
-            child.stop()
+            child.stop(timeout)
         self.tail.close()
 
 

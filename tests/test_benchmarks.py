@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -44,14 +45,16 @@ import sensor_stream_producer as producer  # noqa: E402
 from processes import command_of, descendants, poll_until, running  # noqa: E402
 
 
-def run_benchmark(script: str, broker_address: str, *flags: str) -> list[dict[str, Any]]:
+def run_benchmark(
+    script: str, broker_address: str, *flags: str, timeout: float = 150
+) -> list[dict[str, Any]]:
     done = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / script), *flags],
         cwd=REPO,
         env={**os.environ, "BROKER_ADDRESS": broker_address},
         capture_output=True,
         text=True,
-        timeout=150,
+        timeout=timeout,
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
@@ -228,6 +231,29 @@ def test_variants_compare_settings_of_the_real_processor(broker_address: str) ->
     )
     assert [line["name"] for line in lines] == ["shipped", "log-info", "summary"]
     assert len(lines[-1]["shipped/log-info"]) == 1
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
+def test_instructions_per_reading_are_the_difference_between_two_counted_runs(
+    broker_address: str,
+) -> None:
+    lines = run_benchmark(
+        "instructions.py", broker_address, "--small=200", "--large=400", "--sensors=100",
+        timeout=900,
+    )  # fmt: skip
+    *runs, summary = lines
+    counted = {(run["name"], run["readings"]): run["instructions"] for run in runs}
+    assert sorted(counted) == [("baseline", 200), ("baseline", 400), ("processor", 200),
+                               ("processor", 400)]  # fmt: skip
+    per_reading = {
+        name: (counted[name, 400] - counted[name, 200]) / 200 for name in ("baseline", "processor")
+    }
+    assert all(n > 0 for n in per_reading.values())  # 200 more readings cost more
+    assert summary["instructions_per_reading"] == {n: round(c) for n, c in per_reading.items()}
+    ratio = round(per_reading["baseline"] / per_reading["processor"], 3)
+    assert summary["baseline/processor"] == ratio
+    assert summary["per_round"] == [ratio]
 
 
 # --- The workload ---------------------------------------------------------------
