@@ -166,32 +166,20 @@ def is_finite_number(value: object) -> bool:
 
 
 class CurrentMessage:
-    """The message being processed: its raw bytes, its headers, and whether it has a key.
+    """The raw bytes and headers of the message being processed.
 
     It is safe to keep them here: Quix Streams runs the whole dataframe on one
     message before it polls the next, so later steps see the message they handle.
-    It deserializes a message's key, if there is one, before its value, handing
-    both the same context object: `keyed_context is ctx` means "this one has a key".
     """
 
-    __slots__ = ("headers", "keyed_context", "payload")
+    __slots__ = ("headers", "payload")
 
     def __init__(self) -> None:
         self.payload: bytes = b""
         self.headers: Any = None
-        self.keyed_context: SerializationContext | None = None
 
 
 current = CurrentMessage()
-
-
-class SensorIdDeserializer(Deserializer):
-    """Keeps the sensor id as bytes (no decoding per reading) and notes that there is one."""
-
-    def __call__(self, value: bytes, ctx: SerializationContext) -> bytes:
-        if value:
-            current.keyed_context = ctx
-        return value
 
 
 class ReadingDeserializer(Deserializer):
@@ -205,8 +193,6 @@ class ReadingDeserializer(Deserializer):
         current.payload, current.headers = value, ctx.headers
         self.counters.processed += 1
         reading = parse_reading(value)
-        if current.keyed_context is not ctx:  # windows would skip it without a word
-            raise InvalidReading("no-key", "the message has no key (sensor id)")
         if reading["value"] is None:
             self.counters.watermarks += 1
         return reading
@@ -350,14 +336,13 @@ class DeadLetterSink:
 
 
 class DeadLetterCallbacks:
-    """The two places Quix Streams hands us a message it cannot aggregate."""
+    """The three places Quix Streams hands us a message it cannot aggregate."""
 
     def __init__(self, sink: DeadLetterSink) -> None:
         self.sink = sink
 
     def on_consumer_error(self, exc: Exception, message: Any, _logger: logging.Logger) -> bool:
-        """No key, or bad bytes, JSON or fields: dead-letter and go on. Anything else stops
-        the app."""
+        """Bad bytes, JSON or fields: dead-letter and go on. Anything else stops the app."""
         if not isinstance(exc, InvalidReading) or message is None:
             return False
         logger.warning(
@@ -367,6 +352,16 @@ class DeadLetterCallbacks:
         value = message.value() or b""
         self.sink.send(message.key(), message.headers(), exc.reason, exc.detail, value=value)
         return True
+
+    def keep_if_keyed(
+        self, value: Reading, key: bytes | None, timestamp: int, headers: Any
+    ) -> bool:
+        if key:
+            return True
+        logger.warning("Dead-lettered a reading without a sensor key: %s", value)
+        self.sink.send(None, current.headers, "no-key", "the message has no key (sensor id)",
+                       value=current.payload)  # fmt: skip
+        return False
 
     def on_late(self, value: Reading, key: bytes, timestamp_ms: int, late_by_ms: int, start: int,
                 end: int, *where: Any) -> bool:  # fmt: skip
@@ -525,7 +520,7 @@ def build_pipeline(
     config = TopicConfig(settings.partitions, 1, extra_config=dict(TOPIC_RETENTION))
     raw = app.topic(
         settings.raw_topic,
-        key_deserializer=SensorIdDeserializer(),
+        key_deserializer="bytes",  # sensor ids stay bytes: no decoding per reading
         value_deserializer=ReadingDeserializer(counters),
         timestamp_extractor=extract_event_time,  # attached before the dataframe is built
         config=config,
@@ -534,6 +529,7 @@ def build_pipeline(
         settings.agg_topic, key_serializer="bytes", value_serializer="json", config=config
     )
     sdf = app.dataframe(raw)
+    sdf = sdf.filter(dead.keep_if_keyed, metadata=True)
     sdf = sdf.tumbling_window(
         timedelta(seconds=settings.window_seconds),
         grace_ms=timedelta(seconds=settings.grace_seconds),

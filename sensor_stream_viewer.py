@@ -348,7 +348,7 @@ def collect_series(
         try:
             reading = parse_reading(message.value() or b"")
             moment = from_epoch_ms(parse_event_time(reading["ts"]))
-            if reading.get("watermark") is not True:  # a watermark is no reading
+            if reading["value"] is not None:  # a watermark is no reading
                 series[message.key().decode()].readings.append((moment, reading["value"]))
         except (InvalidReading, AttributeError, UnicodeDecodeError):
             skipped += 1

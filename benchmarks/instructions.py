@@ -97,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     opts = parser.parse_args(argv)
     if opts.large <= opts.small:
         parser.error("--large must be more readings than --small")
+    if expected_closed_windows(Workload(opts.small, opts.sensors)) == 0:
+        parser.error("--small closes no window: give it three readings per sensor or more")
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (Debian: apt install valgrind)")
     per_reading: dict[str, list[float]] = {name: [] for name in SCRIPTS}

@@ -239,17 +239,18 @@ def test_instructions_per_reading_are_the_difference_between_two_counted_runs(
     broker_address: str,
 ) -> None:
     lines = run_benchmark(
-        "instructions.py", broker_address, "--small=200", "--large=400", "--sensors=100",
+        "instructions.py", broker_address, "--small=2000", "--large=4000", "--sensors=100",
         timeout=900,
     )  # fmt: skip
     *runs, summary = lines
     counted = {(run["name"], run["readings"]): run["instructions"] for run in runs}
-    assert sorted(counted) == [("baseline", 200), ("baseline", 400), ("processor", 200),
-                               ("processor", 400)]  # fmt: skip
+    assert sorted(counted) == [("baseline", 2000), ("baseline", 4000), ("processor", 2000),
+                               ("processor", 4000)]  # fmt: skip
     per_reading = {
-        name: (counted[name, 400] - counted[name, 200]) / 200 for name in ("baseline", "processor")
+        name: (counted[name, 4000] - counted[name, 2000]) / 2000
+        for name in ("baseline", "processor")
     }
-    assert all(n > 0 for n in per_reading.values())  # 200 more readings cost more
+    assert all(n > 0 for n in per_reading.values())  # 2000 more readings cost more
     assert summary["instructions_per_reading"] == {n: round(c) for n, c in per_reading.items()}
     ratio = round(per_reading["baseline"] / per_reading["processor"], 3)
     assert summary["baseline/processor"] == ratio

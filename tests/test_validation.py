@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from quixstreams.models import Topic
 
 from sensor_stream_processor import (
-    Counters,
     InvalidReading,
-    ReadingDeserializer,
-    SensorIdDeserializer,
     extract_event_time,
     parse_event_time,
     parse_reading,
@@ -101,57 +97,3 @@ def test_only_a_true_watermark_flag_excuses_a_missing_value() -> None:
     with pytest.raises(InvalidReading) as info:
         parse_reading(b'{"ts": "2026-11-26T04:02:49.123Z", "watermark": "yes"}')
     assert info.value.reason == "missing-value"
-
-
-class RawMessage:
-    """The parts of a confluent_kafka.Message that Quix Streams reads to deserialize one."""
-
-    def __init__(self, key: bytes | None, value: bytes | None) -> None:
-        self._key, self._value = key, value
-
-    def key(self) -> bytes | None:
-        return self._key
-
-    def value(self) -> bytes | None:
-        return self._value
-
-    def headers(self) -> None:
-        return None
-
-    def topic(self) -> str:
-        return "raw"
-
-    def partition(self) -> int:
-        return 0
-
-    def offset(self) -> int:
-        return 0
-
-    def timestamp(self) -> tuple[int, int]:
-        return 1, 0  # TIMESTAMP_CREATE_TIME
-
-    def leader_epoch(self) -> None:
-        return None
-
-    def __len__(self) -> int:
-        return len(self._value or b"")
-
-
-def test_a_keyless_message_is_invalid_even_after_a_keyed_one_without_a_value() -> None:
-    # A message with a key and no value never reaches the value deserializer, so
-    # nothing of its key may carry over to the keyless message after it.
-    topic = Topic(
-        "raw",
-        key_deserializer=SensorIdDeserializer(),
-        value_deserializer=ReadingDeserializer(Counters()),
-        timestamp_extractor=extract_event_time,
-    )
-    reading = b'{"ts": "2026-11-26T04:02:49.123Z", "value": 1.5}'
-    outcomes = []
-    for key, value in [(b"S1", None), (None, reading), (b"", reading), (b"S1", reading)]:
-        try:
-            row = topic.row_deserialize(RawMessage(key, value))
-            outcomes.append((row.key, row.timestamp))
-        except InvalidReading as exc:
-            outcomes.append(exc.reason)
-    assert outcomes == ["invalid-json", "no-key", "no-key", (b"S1", T)]
