@@ -37,7 +37,7 @@ import orjson
 from confluent_kafka import KafkaError, Producer
 from confluent_kafka.admin import AdminClient
 from pydantic import Field, Json, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
-from quixstreams import Application
+from quixstreams import Application, message_context
 from quixstreams.dataframe import StreamingDataFrame
 from quixstreams.kafka.exceptions import KafkaBrokerUnavailableError, KafkaConsumerException
 from quixstreams.models import Deserializer, SerializationContext, TimestampType, TopicConfig
@@ -166,33 +166,44 @@ def is_finite_number(value: object) -> bool:
 
 
 class CurrentMessage:
-    """The raw bytes and headers of the message being processed.
+    """The raw bytes, headers and event time of the message being processed.
 
     It is safe to keep them here: Quix Streams runs the whole dataframe on one
     message before it polls the next, so later steps see the message they handle.
     """
 
-    __slots__ = ("headers", "payload")
+    __slots__ = ("event_ms", "headers", "payload")
 
     def __init__(self) -> None:
         self.payload: bytes = b""
         self.headers: Any = None
+        self.event_ms: int = 0
 
 
 current = CurrentMessage()
 
 
 class ReadingDeserializer(Deserializer):
-    """Parses each message, counts it, and keeps it as the `current` message."""
+    """Parses each message and its event time, counts it, and keeps it as `current`.
+
+    A message that is not a usable reading comes out as its InvalidReading, for the
+    dataframe's first step to dead-letter. Raised here, the error would have Quix
+    Streams skip the message without storing its offset, and a bad message last on
+    its partition would stay uncommitted, to be dead-lettered again after a restart.
+    """
 
     def __init__(self, counters: Counters) -> None:
         super().__init__()
         self.counters = counters
 
-    def __call__(self, value: bytes, ctx: SerializationContext) -> Reading:
+    def __call__(self, value: bytes, ctx: SerializationContext) -> Reading | InvalidReading:
         current.payload, current.headers = value, ctx.headers
         self.counters.processed += 1
-        reading = parse_reading(value)
+        try:
+            reading = parse_reading(value)
+            current.event_ms = parse_event_time(reading["ts"])
+        except InvalidReading as invalid:
+            return invalid
         if reading["value"] is None:
             self.counters.watermarks += 1
         return reading
@@ -215,11 +226,11 @@ def parse_event_time(ts: object) -> int:
 
 
 def extract_event_time(
-    value: Reading, headers: Any, timestamp_ms: int, timestamp_type: TimestampType
+    value: object, headers: Any, timestamp_ms: int, timestamp_type: TimestampType
 ) -> int:
-    if value is None:  # a message without a value never reached the deserializer
-        raise InvalidReading("invalid-json", "the message has no value")
-    return parse_event_time(value["ts"])
+    """The time the deserializer read from `ts`. A message that is not a reading keeps its
+    Kafka timestamp: it is dead-lettered before any window sees it."""
+    return current.event_ms if type(value) is dict else timestamp_ms
 
 
 # --- Aggregation: the window's initializer and reducer --------------------------
@@ -316,7 +327,7 @@ class DeadLetterSink:
     def __init__(self, producer: Producer, topic: str, counters: Counters) -> None:
         self.producer, self.topic, self.counters = producer, topic, counters
 
-    def send(self, key: bytes | None, headers: Any, reason: str, detail: str, *, value: bytes = b"",
+    def send(self, key: bytes | None, value: bytes | None, headers: Any, reason: str, detail: str,
              extra: list[tuple[str, bytes]] = ()) -> None:  # fmt: skip
         failures: list[KafkaError] = []
         kept = [(k, v) for k, v in (headers or []) if k not in ("error", "error_detail")]
@@ -336,31 +347,29 @@ class DeadLetterSink:
 
 
 class DeadLetterCallbacks:
-    """The three places Quix Streams hands us a message it cannot aggregate."""
+    """The two places where the pipeline hands over a message it cannot aggregate."""
 
     def __init__(self, sink: DeadLetterSink) -> None:
         self.sink = sink
 
-    def on_consumer_error(self, exc: Exception, message: Any, _logger: logging.Logger) -> bool:
-        """Bad bytes, JSON or fields: dead-letter and go on. Anything else stops the app."""
-        if not isinstance(exc, InvalidReading) or message is None:
-            return False
-        logger.warning(
-            "Dead-lettered %s[%s]@%s key=%r: %s",
-            message.topic(), message.partition(), message.offset(), message.key(), exc,
-        )  # fmt: skip
-        value = message.value() or b""
-        self.sink.send(message.key(), message.headers(), exc.reason, exc.detail, value=value)
-        return True
-
-    def keep_if_keyed(
-        self, value: Reading, key: bytes | None, timestamp: int, headers: Any
-    ) -> bool:
-        if key:
+    def keep_readings(self, value: object, key: bytes | None, timestamp: int, headers: Any) -> bool:
+        """The first step: a reading with a sensor key goes on; anything else is
+        dead-lettered, and its offset committed like any other message's."""
+        if key and type(value) is dict:
             return True
-        logger.warning("Dead-lettered a reading without a sensor key: %s", value)
-        self.sink.send(None, current.headers, "no-key", "the message has no key (sensor id)",
-                       value=current.payload)  # fmt: skip
+        if isinstance(value, InvalidReading):
+            reason, detail = value.reason, value.detail
+        elif value is None:  # a message without a value never reached the deserializer
+            reason, detail = "invalid-json", "the message has no value"
+        else:
+            reason, detail = "no-key", "the message has no key (sensor id)"
+        where = message_context()
+        logger.warning(
+            "Dead-lettered %s[%s]@%s key=%r: %s: %s",
+            where.topic, where.partition, where.offset, key, reason, detail,
+        )  # fmt: skip
+        payload = None if value is None else current.payload  # a null value stays null
+        self.sink.send(key, payload, headers, reason, detail)
         return False
 
     def on_late(self, value: Reading, key: bytes, timestamp_ms: int, late_by_ms: int, start: int,
@@ -374,8 +383,7 @@ class DeadLetterCallbacks:
         )
         logger.warning("Dead-lettered late reading %s[%s]@%s: %s", *where[1:], detail)
         window = [("window_start", str(start).encode()), ("window_end", str(end).encode())]
-        self.sink.send(key, current.headers, "late", detail,
-                       value=current.payload, extra=window)  # fmt: skip
+        self.sink.send(key, current.payload, current.headers, "late", detail, window)
         return False  # logged here; Quix Streams need not
 
 
@@ -529,7 +537,7 @@ def build_pipeline(
         settings.agg_topic, key_serializer="bytes", value_serializer="json", config=config
     )
     sdf = app.dataframe(raw)
-    sdf = sdf.filter(dead.keep_if_keyed, metadata=True)
+    sdf = sdf.filter(dead.keep_readings, metadata=True)
     sdf = sdf.tumbling_window(
         timedelta(seconds=settings.window_seconds),
         grace_ms=timedelta(seconds=settings.grace_seconds),
@@ -558,7 +566,6 @@ def build_application(
             rocksdb_options=STATE_OPTIONS,
             processing_guarantee=settings.processing_guarantee,
             commit_interval=settings.commit_interval,
-            on_consumer_error=dead.on_consumer_error,
             consumer_extra_config={**CONSUMER_DEFAULTS, **settings.consumer_config},
             producer_extra_config=settings.producer_config,
             broker_availability_timeout=settings.broker_outage_timeout,

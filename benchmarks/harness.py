@@ -133,6 +133,21 @@ def expected_closed_windows(workload: Workload) -> int:
     return closed
 
 
+def workload_arguments(
+    doc: str, *, readings: int | None = 300_000, sensors: int = 1000, timeout: float | None = None
+) -> argparse.ArgumentParser:
+    """A parser described by `doc`'s first line, with the workload's flags every benchmark
+    takes: --readings (unless None), --sensors and --partitions, and --timeout if given."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    if readings is not None:
+        parser.add_argument("--readings", type=int, default=readings, help=f"default {readings}")
+    parser.add_argument("--sensors", type=int, default=sensors, help=f"default {sensors}")
+    parser.add_argument("--partitions", type=int, default=2, help="default 2")
+    if timeout is not None:
+        parser.add_argument("--timeout", type=float, default=timeout, help=f"default {timeout:g} s")
+    return parser
+
+
 # --- The broker and its topics ----------------------------------------------------
 
 
@@ -460,6 +475,56 @@ def time_consumers(
     return result, consumers.sink
 
 
+def side_by_side(
+    run: Run,
+    groups: dict[str, ConsumerGroup],
+    outputs: int,
+    on_done: Callable[[str], None],
+    on_stable: Callable[[str], None] = lambda name: None,
+) -> None:
+    """Follow every group at once: call `on_stable(name)` when a group is Stable, and
+    `on_done(name)` once its `outputs`-th record is on its output topic."""
+    admin = AdminClient({"bootstrap.servers": run.address})
+    stable: set[str] = set()
+    done: set[str] = set()
+    deadline = time.monotonic() + run.timeout
+    while len(done) < len(groups):
+        raise_if_stopped()
+        for name, consumers in groups.items():
+            if name in done:
+                continue
+            consumers.children[0].check()
+            if name not in stable:
+                if consumers.is_stable(admin):
+                    stable.add(name)
+                    on_stable(name)
+            elif consumers.read_outputs(0.02) >= outputs:
+                done.add(name)
+                on_done(name)
+        if time.monotonic() > deadline:
+            raise BenchmarkError(f"side by side: not done within {run.timeout:g} s")
+
+
+@contextmanager
+def consumer_groups(
+    run: Run,
+    scripts: dict[str, tuple[str, Sequence[str]]],
+    wrappers: dict[str, Sequence[str]] | None = None,
+    stop_timeout: float = 15.0,
+) -> Iterator[dict[str, ConsumerGroup]]:
+    """One ConsumerGroup of one process per script (under its wrapper, if any), all
+    stopped when the block ends."""
+    groups: dict[str, ConsumerGroup] = {}
+    try:
+        for name, (script, flags) in scripts.items():
+            wrapper = (wrappers or {}).get(name, ())
+            groups[name] = ConsumerGroup(run, name, script, flags, wrapper=wrapper)
+        yield groups
+    finally:
+        for consumers in groups.values():
+            consumers.stop(stop_timeout)
+
+
 def cpu_side_by_side(
     run: Run, scripts: dict[str, tuple[str, Sequence[str]]], outputs: int
 ) -> dict[str, tuple[dict[str, Any], str]]:
@@ -471,28 +536,17 @@ def cpu_side_by_side(
     side by side, both processes meet the same neighbours on a noisy machine, which
     one after the other they do not. Returns name -> (measurement, output topic).
     """
-    admin = AdminClient({"bootstrap.servers": run.address})
-    groups: dict[str, ConsumerGroup] = {}
     began: dict[str, float] = {}
     spent: dict[str, float] = {}
-    deadline = time.monotonic() + run.timeout
-    try:
-        for name, (script, flags) in scripts.items():
-            groups[name] = ConsumerGroup(run, name, script, flags)
-        while len(spent) < len(groups):
-            raise_if_stopped()
-            for name, consumers in groups.items():
-                consumers.children[0].check()
-                if name not in began:
-                    if consumers.is_stable(admin):
-                        began[name] = consumers.cpu_seconds()
-                elif name not in spent and consumers.read_outputs(0.02) >= outputs:
-                    spent[name] = consumers.cpu_seconds() - began[name]
-            if time.monotonic() > deadline:
-                raise BenchmarkError(f"side by side: not done within {run.timeout:g} s")
-    finally:
-        for consumers in groups.values():
-            consumers.stop()
+    with consumer_groups(run, scripts) as groups:
+
+        def on_stable(name: str) -> None:
+            began[name] = groups[name].cpu_seconds()
+
+        def on_done(name: str) -> None:
+            spent[name] = groups[name].cpu_seconds() - began[name]
+
+        side_by_side(run, groups, outputs, on_done, on_stable)
     return {
         name: (
             {
@@ -508,11 +562,8 @@ def cpu_side_by_side(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Fill a topic with the benchmark workload.")
+    parser = workload_arguments("Fill a topic with the benchmark workload.")
     parser.add_argument("--topic", required=True)
-    parser.add_argument("--readings", type=int, default=300_000, help="default 300000")
-    parser.add_argument("--sensors", type=int, default=1000, help="default 1000")
-    parser.add_argument("--partitions", type=int, default=2, help="default 2")
     opts = parser.parse_args(argv)
     address = os.environ.get("BROKER_ADDRESS")
     if not address:

@@ -26,7 +26,6 @@ baseline's instructions per reading over the processor's, medians of the rounds
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import statistics
@@ -37,15 +36,15 @@ from pathlib import Path
 from typing import Any
 
 from harness import (
-    BenchmarkError,
-    ConsumerGroup,
     Run,
     Workload,
     broker_address,
+    consumer_groups,
     expected_closed_windows,
     produce_workload,
-    raise_if_stopped,
+    side_by_side,
     unique_name,
+    workload_arguments,
 )
 
 SCRIPTS = {
@@ -58,42 +57,28 @@ def count_side_by_side(run: Run, outputs: int) -> list[dict[str, Any]]:
     """Instructions each script executed, every thread, from its start until it had
     written `outputs` windows and stopped; and the seconds that took under valgrind."""
     started = time.monotonic()
-    groups: dict[str, tuple[ConsumerGroup, Path]] = {}
+    counts = {name: run.work / f"{unique_name(name)}.cachegrind" for name in SCRIPTS}
+    cachegrind = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--fair-sched=yes"]
+    wrappers = {name: [*cachegrind, f"--cachegrind-out-file={counts[name]}"] for name in SCRIPTS}
     results = []
-    try:
-        for name, (script, flags) in SCRIPTS.items():
-            counts = run.work / f"{unique_name(name)}.cachegrind"
-            cachegrind = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--fair-sched=yes",
-                          f"--cachegrind-out-file={counts}"]  # fmt: skip
-            groups[name] = ConsumerGroup(run, name, script, flags, wrapper=cachegrind), counts
-        while len(results) < len(groups):
-            raise_if_stopped()
-            for name, (consumers, counts) in groups.items():
-                if any(r["name"] == name for r in results):
-                    continue
-                consumers.children[0].check()
-                if consumers.read_outputs(0.05) >= outputs:
-                    consumers.stop(timeout=run.timeout)  # valgrind writes its counts at exit
-                    summary = next(n for n in counts.read_text().split("\n") if "summary:" in n)
-                    results.append({"name": name, "readings": run.readings,
-                                    "instructions": int(summary.split()[1]),
-                                    "seconds": round(time.monotonic() - started, 1)})  # fmt: skip
-            if time.monotonic() - started > run.timeout:
-                raise BenchmarkError(f"side by side under valgrind: not done in {run.timeout:g} s")
-    finally:
-        for consumers, _ in groups.values():
-            consumers.stop(timeout=run.timeout)
+    with consumer_groups(run, SCRIPTS, wrappers, stop_timeout=run.timeout) as groups:
+
+        def on_done(name: str) -> None:
+            groups[name].stop(timeout=run.timeout)  # valgrind writes its counts at exit
+            summary = next(n for n in counts[name].read_text().split("\n") if "summary:" in n)
+            results.append({"name": name, "readings": run.readings,
+                            "instructions": int(summary.split()[1]),
+                            "seconds": round(time.monotonic() - started, 1)})  # fmt: skip
+
+        side_by_side(run, groups, outputs, on_done)
     return sorted(results, key=lambda r: r["name"])
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = workload_arguments(__doc__, readings=None, timeout=900.0)
     parser.add_argument("--small", type=int, default=10_000, help="readings; default 10000")
     parser.add_argument("--large", type=int, default=30_000, help="readings; default 30000")
-    parser.add_argument("--sensors", type=int, default=1000, help="default 1000")
-    parser.add_argument("--partitions", type=int, default=2, help="default 2")
     parser.add_argument("--repeat", type=int, default=1, help="rounds; default 1")
-    parser.add_argument("--timeout", type=float, default=900.0, help="per run; default 900 s")
     opts = parser.parse_args(argv)
     if opts.large <= opts.small:
         parser.error("--large must be more readings than --small")

@@ -66,6 +66,7 @@ from harness import (
     records,
     unique_name,
     wait_until,
+    workload_arguments,
 )
 
 from event_time import to_epoch_ms
@@ -270,13 +271,11 @@ def keep_run(
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = workload_arguments(__doc__, readings=None)
     parser.add_argument("--rate", type=float, default=2000.0, help="readings/s; default 2000")
-    parser.add_argument("--sensors", type=int, default=1000, help="default 1000")
     parser.add_argument("--duration", type=float, default=60.0, help="seconds; default 60")
     parser.add_argument("--window-seconds", type=int, default=10, help="default 10")
     parser.add_argument("--grace-seconds", type=int, default=1, help="default 1")
-    parser.add_argument("--partitions", type=int, default=2, help="default 2")
     parser.add_argument(
         "--warmup-seconds",
         type=float,

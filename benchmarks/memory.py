@@ -34,6 +34,7 @@ from harness import (
     records,
     unique_name,
     wait_until,
+    workload_arguments,
 )
 
 
@@ -98,12 +99,8 @@ def run(opts: argparse.Namespace, address: str, work: Path) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--readings", type=int, default=2_000_000, help="default 2000000")
-    parser.add_argument("--sensors", type=int, default=10_000, help="default 10000")
-    parser.add_argument("--partitions", type=int, default=2, help="default 2")
+    parser = workload_arguments(__doc__, readings=2_000_000, sensors=10_000, timeout=900.0)
     parser.add_argument("--interval", type=float, default=5.0, help="seconds between samples")
-    parser.add_argument("--timeout", type=float, default=900.0, help="give up after; default 900")
     opts = parser.parse_args(argv)
     with broker_address() as address, tempfile.TemporaryDirectory() as work:
         summary = run(opts, address, Path(work))

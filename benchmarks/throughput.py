@@ -59,6 +59,7 @@ from harness import (
     read_to_end,
     time_consumers,
     unique_name,
+    workload_arguments,
 )
 
 MEAN_RELATIVE_TOLERANCE = 1e-9
@@ -133,10 +134,7 @@ def measure_producer(run: Run, sensors: int, count: int, rate: float) -> dict[st
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--readings", type=int, default=300_000, help="default 300000")
-    parser.add_argument("--sensors", type=int, default=1000, help="default 1000")
-    parser.add_argument("--partitions", type=int, default=2, help="default 2")
+    parser = workload_arguments(__doc__, timeout=600.0)
     parser.add_argument(
         "--sensor-interval-ms",
         type=int,
@@ -165,7 +163,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
         help="the processor's --log-level; default WARNING (at INFO it logs every window)",
     )
-    parser.add_argument("--timeout", type=float, default=600.0, help="per measurement; 600 s")
     parser.add_argument("--log-dir", type=Path, help="keep every process's log here")
     return parser.parse_args(argv)
 

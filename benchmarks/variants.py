@@ -13,7 +13,6 @@ read_committed reader sees it, after the processor's last commit.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -27,6 +26,7 @@ from harness import (
     produce_workload,
     time_consumers,
     unique_name,
+    workload_arguments,
 )
 
 SHIPPED = ["--log-level=WARNING"]
@@ -41,10 +41,7 @@ VARIANTS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--readings", type=int, default=300_000, help="default 300000")
-    parser.add_argument("--sensors", type=int, default=1000, help="default 1000")
-    parser.add_argument("--partitions", type=int, default=2, help="default 2")
+    parser = workload_arguments(__doc__)
     parser.add_argument("--rounds", type=int, default=2, help="default 2")
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     opts = parser.parse_args(argv)

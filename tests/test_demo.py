@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient
+from conftest import TopicNames
 
 from kafka_helpers import Script, create_topic, read_to_end
 from launcher import find_free_port, is_listening
@@ -47,10 +48,13 @@ BROKER_STARTED = re.compile(r"started the embedded broker on 127\.0\.0\.1:(\d+)"
 Window = tuple[str, str, str, int]  # sensor, start, end (UTC clock times), count
 
 
-def demo_env(broker_address: str, log_dir: Path, **names: str) -> dict[str, str]:
+def demo_env(broker_address: str, log_dir: Path, names: TopicNames | None = None) -> dict[str, str]:
     """The user's environment, with the demo's names only where a test gives them."""
     env = {k: v for k, v in os.environ.items() if k not in (*NAME_VARIABLES, "DURATION")}
-    return {**env, "BROKER_ADDRESS": broker_address, "DEMO_LOG_DIR": str(log_dir), **names}
+    env.update(BROKER_ADDRESS=broker_address, DEMO_LOG_DIR=str(log_dir))
+    if names is not None:
+        env.update(RAW_TOPIC=names.raw, AGG_TOPIC=names.agg, CONSUMER_GROUP=names.group)
+    return env
 
 
 def nothing_listens_at() -> str:
@@ -136,13 +140,7 @@ def test_make_demo_runs_three_times_in_a_row_on_its_own_embedded_broker(
 ) -> None:
     # The same topic and group names every time, and one log folder: a run must
     # still never meet the window state of the run before (a broker ago).
-    env = demo_env(
-        nothing_listens_at(),
-        tmp_path,
-        RAW_TOPIC=names.raw,
-        AGG_TOPIC=names.agg,
-        CONSUMER_GROUP=names.group,
-    )
+    env = demo_env(nothing_listens_at(), tmp_path, names)
     for _ in range(3):
         run = make_demo(env, duration=15)
         assert_clean_run(run)
@@ -255,13 +253,7 @@ def assert_final_windows_hold_the_last_readings(address: str, run: DemoRun) -> N
 @pytest.fixture
 def running_demo(names, tmp_path: Path) -> Iterator[tuple[Script, list[int], int]]:
     """demo.py with its own embedded broker, once aggregates show; its children; the port."""
-    env = demo_env(
-        nothing_listens_at(),
-        tmp_path,
-        RAW_TOPIC=names.raw,
-        AGG_TOPIC=names.agg,
-        CONSUMER_GROUP=names.group,
-    )
+    env = demo_env(nothing_listens_at(), tmp_path, names)
     with Script("demo.py", env=env) as demo:
         children: list[int] = []
         try:
@@ -312,13 +304,7 @@ def test_sigkill_of_the_demo_stops_every_child_within_5s_and_the_next_run_starts
     assert_all_stop_within(children, port, timeout=5)
     assert any((tmp_path / "state").iterdir())  # the crashed run's window state is left over
     # The next run, with the same names and log folder, must not trip over it.
-    env = demo_env(
-        f"127.0.0.1:{port}",
-        tmp_path,
-        RAW_TOPIC=names.raw,
-        AGG_TOPIC=names.agg,
-        CONSUMER_GROUP=names.group,
-    )
+    env = demo_env(f"127.0.0.1:{port}", tmp_path, names)
     assert_clean_run(make_demo(env, duration=15))
 
 
@@ -372,8 +358,7 @@ def test_closing_the_terminal_that_runs_make_demo_stops_every_process_within_5s(
     names, tmp_path: Path
 ) -> None:
     address = nothing_listens_at()
-    env = demo_env(address, tmp_path, RAW_TOPIC=names.raw, AGG_TOPIC=names.agg,
-                   CONSUMER_GROUP=names.group)  # fmt: skip
+    env = demo_env(address, tmp_path, names)
     terminal = in_a_terminal("make demo", env, tmp_path / "terminal.log")
     processor_log = tmp_path / "processor.log"
     poll_until(

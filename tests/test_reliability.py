@@ -165,6 +165,35 @@ def test_bad_and_late_messages_go_unchanged_to_the_dead_letter_topic(
     assert "dead-lettered no-key=1" in proc.output()
 
 
+def test_bad_messages_last_on_their_partition_are_committed_once_dead_lettered(
+    broker_address: str, names, tmp_path: Path
+) -> None:
+    # Nothing follows them on the one partition. A message skipped through Quix Streams'
+    # on_consumer_error has no offset stored, so the group would stop short of the end
+    # and a restart would dead-letter them again.
+    good = encode_stream([("Sensor1", t, 20.0) for t in range(0, 3_000, 500)])
+    bad = [
+        (None, reading(iso(3_000, 0), 1.0)),
+        ("Sensor1", b"not json"),
+        ("Sensor1", b'{"ts": "soon", "value": 1.0}'),
+        ("Sensor1", None),
+    ]
+    create_topic(broker_address, names.raw, partitions=1)
+    produce(broker_address, names.raw, [*good, *bad])
+    with processor(broker_address, names, tmp_path / "state") as proc:
+        wait_until_caught_up(
+            broker_address, names.group, names.raw, len(good) + len(bad), scripts=[proc]
+        )
+        assert proc.stop() == 0
+    dead = read_to_end(broker_address, names.dlq)  # keyed and keyless: two partitions
+    assert sorted([(r.key, r.value, r.headers["error"]) for r in dead], key=str) == [
+        ("Sensor1", None, b"invalid-json"),  # a null value stays null
+        ("Sensor1", b"not json", b"invalid-json"),
+        ("Sensor1", b'{"ts": "soon", "value": 1.0}', b"bad-ts"),
+        (None, reading(iso(3_000, 0), 1.0), b"no-key"),
+    ]
+
+
 # --- Watermarks ----------------------------------------------------------------
 
 

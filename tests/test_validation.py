@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from quixstreams.models import SerializationContext
 
 from sensor_stream_processor import (
+    Counters,
     InvalidReading,
+    Reading,
+    ReadingDeserializer,
     extract_event_time,
     parse_event_time,
     parse_reading,
@@ -54,9 +58,23 @@ def test_event_time_rejects(ts: object) -> None:
     assert info.value.reason == "bad-ts"
 
 
-def test_extractor_takes_four_arguments_and_ignores_the_kafka_timestamp() -> None:
-    reading = {"ts": "2026-11-26T04:02:49.123Z", "value": 1.0}
+def deserialize(payload: bytes) -> Reading | InvalidReading:
+    return ReadingDeserializer(Counters())(payload, SerializationContext("raw", "value"))
+
+
+def test_extractor_takes_the_time_the_deserializer_read_not_the_kafka_timestamp() -> None:
+    reading = deserialize(b'{"ts": "2026-11-26T04:02:49.123Z", "value": 1.0}')
     assert extract_event_time(reading, None, 0, 0) == T
+
+
+def test_a_message_that_is_no_reading_comes_out_as_its_error_and_keeps_its_kafka_time() -> None:
+    # Raised, the error would have Quix Streams skip the message without storing its offset.
+    deserialize(b'{"ts": "2026-11-26T04:02:49.123Z", "value": 1.0}')
+    bad = deserialize(b'{"ts": "26/11/2026 04:02", "value": 1.0}')
+    assert isinstance(bad, InvalidReading)
+    assert bad.reason == "bad-ts"
+    assert extract_event_time(bad, None, 42, 0) == 42
+    assert extract_event_time(None, None, 43, 0) == 43  # no value: never deserialized
 
 
 def test_valid_reading_is_returned_as_is() -> None:
