@@ -39,6 +39,7 @@ from confluent_kafka.admin import AdminClient
 from pydantic import Field, Json, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 from quixstreams import Application, message_context
 from quixstreams.dataframe import StreamingDataFrame
+from quixstreams.error_callbacks import default_on_processing_error
 from quixstreams.kafka.exceptions import KafkaBrokerUnavailableError, KafkaConsumerException
 from quixstreams.models import Deserializer, SerializationContext, TimestampType, TopicConfig
 from quixstreams.models.topics.exceptions import TopicConfigurationMismatch, TopicNotFoundError
@@ -478,6 +479,20 @@ def check_saved_state_matches_broker(settings: ProcessorSettings) -> None:
             )
 
 
+def stop_on_consumer_error(exc: Exception, message: Any, quix_logger: logging.Logger) -> bool:
+    """Stop the app (a bad message never raises: this is the broker or the window state),
+    without Quix Streams' traceback: main() explains the failures it knows in one line."""
+    return False
+
+
+def stop_on_processing_error(exc: Exception, row: Any, quix_logger: logging.Logger) -> bool:
+    """Stop the app; a dead letter that could not be written without Quix Streams'
+    traceback (main() explains it), anything else with Quix Streams' report."""
+    if isinstance(exc, DeadLetterError):
+        return False
+    return default_on_processing_error(exc, row, quix_logger)
+
+
 def explain(exc: Exception, settings: ProcessorSettings) -> str | None:
     """One line for the failures we know, else None (a traceback is the better report)."""
     state, at = settings.group_state_dir, settings.broker_address
@@ -566,6 +581,8 @@ def build_application(
             rocksdb_options=STATE_OPTIONS,
             processing_guarantee=settings.processing_guarantee,
             commit_interval=settings.commit_interval,
+            on_consumer_error=stop_on_consumer_error,
+            on_processing_error=stop_on_processing_error,
             consumer_extra_config={**CONSUMER_DEFAULTS, **settings.consumer_config},
             producer_extra_config=settings.producer_config,
             broker_availability_timeout=settings.broker_outage_timeout,

@@ -198,7 +198,7 @@ def test_bad_input_is_skipped_with_a_warning_and_good_readings_still_count(
         warnings = [line for line in processor.output().splitlines() if "WARNING" in line]
         assert len(warnings) == len(BAD_MESSAGES), "\n".join(warnings)
         for reason in ("invalid-json", "not-an-object", "missing-ts", "bad-ts",
-                       "missing-value", "non-numeric-value", "without a sensor key"):  # fmt: skip
+                       "missing-value", "non-numeric-value", "no-key"):  # fmt: skip
             assert reason in processor.output()
         assert processor.process.poll() is None
         assert processor.stop() == 0

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import logging
+from types import SimpleNamespace
+
 import pytest
 from quixstreams.models import SerializationContext
 
 from sensor_stream_processor import (
     Counters,
+    DeadLetterError,
     InvalidReading,
     Reading,
     ReadingDeserializer,
     extract_event_time,
     parse_event_time,
     parse_reading,
+    stop_on_processing_error,
 )
 
 # 2026-11-26T04:02:49.123Z in epoch milliseconds, computed once by hand:
@@ -115,3 +120,18 @@ def test_only_a_true_watermark_flag_excuses_a_missing_value() -> None:
     with pytest.raises(InvalidReading) as info:
         parse_reading(b'{"ts": "2026-11-26T04:02:49.123Z", "watermark": "yes"}')
     assert info.value.reason == "missing-value"
+
+
+def test_a_dead_letter_that_cannot_be_written_stops_the_app_without_a_quix_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # main() explains a DeadLetterError in one line; any other error keeps Quix's report.
+    quix = logging.getLogger("quixstreams")
+    row = SimpleNamespace(topic="raw", partition=0, offset=7)
+    with caplog.at_level(logging.DEBUG):
+        assert stop_on_processing_error(DeadLetterError("away"), row, quix) is False
+        assert caplog.records == []
+        assert stop_on_processing_error(ValueError("bug"), row, quix) is False
+    assert [r.getMessage() for r in caplog.records] == [
+        'Failed to process a Row: partition="raw[0]" offset="7"'
+    ]
