@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import ONE_AT_A_TIME
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -61,6 +62,7 @@ def run_benchmark(
     return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
 
 
+@ONE_AT_A_TIME
 @pytest.mark.integration
 def test_throughput_runs_and_every_processor_matches_the_baseline(broker_address: str) -> None:
     lines = run_benchmark(
@@ -233,6 +235,7 @@ def test_variants_compare_settings_of_the_real_processor(broker_address: str) ->
     assert len(lines[-1]["shipped/log-info"]) == 1
 
 
+@ONE_AT_A_TIME
 @pytest.mark.integration
 @pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
 @pytest.mark.timeout(600)  # two runs of each script under valgrind; Kafka's take over 3 minutes

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient
-from conftest import TopicNames
+from conftest import ONE_AT_A_TIME, TopicNames
 
 from kafka_helpers import Script, create_topic, read_to_end
 from launcher import find_free_port, is_listening
@@ -298,6 +298,7 @@ def test_sighup_to_the_demo_stops_every_child_and_frees_the_broker_port_within_5
     assert CLOSING_LINE.search(demo.output()), demo.output()
 
 
+@ONE_AT_A_TIME
 @pytest.mark.integration
 def test_sigkill_of_the_demo_stops_every_child_within_5s_and_the_next_run_starts_clean(
     running_demo: tuple[Script, list[int], int], names, tmp_path: Path
@@ -356,6 +357,7 @@ def close_terminal_and_check_all_stop(terminal: subprocess.Popen[bytes], port: i
 # make waits for its child, which hears nothing: the launchers must notice the hang-up.
 
 
+@ONE_AT_A_TIME
 @pytest.mark.integration
 def test_closing_the_terminal_that_runs_make_demo_stops_every_process_within_5s(
     names, tmp_path: Path
@@ -376,6 +378,7 @@ def test_closing_the_terminal_that_runs_make_demo_stops_every_process_within_5s(
     assert not (tmp_path / "state").exists()
 
 
+@ONE_AT_A_TIME
 @pytest.mark.integration
 def test_closing_the_terminal_that_runs_make_broker_stops_the_broker_within_5s(
     tmp_path: Path,
