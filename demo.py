@@ -244,7 +244,8 @@ def stop_in_order(
 
 # --- 4. The closing line -------------------------------------------------------------------
 def closing_summary(log_dir: Path, elapsed: float) -> str:
-    """`1234 readings, 250 windows, 0 dead letters in 25.3 s`, from the scripts' last words."""
+    """`1234 readings, 250 windows, 0 dead letters in 25.3 s`, from the scripts' last words;
+    a script that stopped before its last words (while it started) is named."""
     delivered = re.findall(r"Delivered (\d+) of", (log_dir / "producer.log").read_text())
     finals = re.findall(r"Final summary: (.*)", (log_dir / "processor.log").read_text())
     pairs = [part.strip().rsplit("=", 1) for part in finals[-1].split(",")] if finals else []
@@ -252,7 +253,11 @@ def closing_summary(log_dir: Path, elapsed: float) -> str:
     windows = counters.get("windows emitted", "?")
     dead = sum(v for k, v in counters.items() if k.startswith("dead-lettered")) if finals else "?"
     readings = delivered[-1] if delivered else "?"
-    return f"{readings} readings, {windows} windows, {dead} dead letters in {elapsed:.1f} s"
+    silent = " and the ".join(
+        n for n, said in (("producer", delivered), ("processor", finals)) if not said
+    )
+    unsaid = f"; the {silent} stopped before reporting" if silent else ""
+    return f"{readings} readings, {windows} windows, {dead} dead letters in {elapsed:.1f} s{unsaid}"
 
 
 # --- The demo ------------------------------------------------------------------------------

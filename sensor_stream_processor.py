@@ -328,6 +328,11 @@ class DeadLetterSink:
     def __init__(self, producer: Producer, topic: str, counters: Counters) -> None:
         self.producer, self.topic, self.counters = producer, topic, counters
 
+    @classmethod
+    def connect(cls, settings: ProcessorSettings, counters: Counters) -> DeadLetterSink:
+        config = {**settings.librdkafka_config(), **client_logging(), "enable.idempotence": True}
+        return cls(Producer(config), settings.dlq_topic, counters)
+
     def send(self, key: bytes | None, value: bytes | None, headers: Any, reason: str, detail: str,
              extra: list[tuple[str, bytes]] = ()) -> None:  # fmt: skip
         failures: list[KafkaError] = []
@@ -436,7 +441,7 @@ def periodic_summary(counters: Counters, interval: float) -> Iterator[None]:
         logger.info("Final summary: %s", counters)
 
 
-# --- When things go wrong: one line saying what happened and what to do ----------
+# --- Starting: checks first, then the Application ------------------------------
 
 
 class CannotRun(RuntimeError):
@@ -477,6 +482,48 @@ def check_saved_state_matches_broker(settings: ProcessorSettings) -> None:
                 f"which the broker at {settings.broker_address} does not have (it was restarted "
                 f"empty, or the topic was deleted); remove {group_dir} and start again"
             )
+
+
+def prepare_to_run(settings: ProcessorSettings) -> None:
+    """What can fail before Quix Streams starts, each with a one-line error."""
+    check_state_dir(settings)
+    wait_for_broker(settings, settings.broker_timeout)
+    for topic in (settings.raw_topic, settings.dlq_topic, settings.agg_topic):
+        ensure_topic(settings, topic, settings.partitions, settings.broker_timeout)
+    check_saved_state_matches_broker(settings)
+
+
+def build_application(settings: ProcessorSettings, counters: Counters) -> Application:
+    """The Application with its pipeline, built again while the broker does not yet
+    list the changelog topic Quix Streams has just created (Kafka can lag a moment)."""
+    dead = DeadLetterCallbacks(DeadLetterSink.connect(settings, counters))
+    deadline = time.monotonic() + settings.broker_timeout
+    while True:
+        app = Application(
+            broker_address=settings.connection(),
+            consumer_group=settings.consumer_group,
+            auto_offset_reset=settings.auto_offset_reset,
+            state_dir=settings.state_dir,
+            rocksdb_options=STATE_OPTIONS,
+            processing_guarantee=settings.processing_guarantee,
+            commit_interval=settings.commit_interval,
+            on_consumer_error=stop_on_consumer_error,
+            on_processing_error=stop_on_processing_error,
+            consumer_extra_config={**CONSUMER_DEFAULTS, **settings.consumer_config},
+            producer_extra_config=settings.producer_config,
+            broker_availability_timeout=settings.broker_outage_timeout,
+            loglevel=None,  # use our log format
+        )
+        try:
+            build_pipeline(app, settings, counters, dead)
+            return app
+        except TopicNotFoundError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+# --- When things go wrong: one line saying what happened and what to do ----------
 
 
 def stop_on_consumer_error(exc: Exception, message: Any, quix_logger: logging.Logger) -> bool:
@@ -566,53 +613,14 @@ def build_pipeline(
     return sdf.to_topic(aggregates)
 
 
-def build_application(
-    settings: ProcessorSettings, counters: Counters, dead: DeadLetterCallbacks
-) -> Application:
-    """The Application with its pipeline, built again while the broker does not yet
-    list the changelog topic Quix Streams has just created (Kafka can lag a moment)."""
-    deadline = time.monotonic() + settings.broker_timeout
-    while True:
-        app = Application(
-            broker_address=settings.connection(),
-            consumer_group=settings.consumer_group,
-            auto_offset_reset=settings.auto_offset_reset,
-            state_dir=settings.state_dir,
-            rocksdb_options=STATE_OPTIONS,
-            processing_guarantee=settings.processing_guarantee,
-            commit_interval=settings.commit_interval,
-            on_consumer_error=stop_on_consumer_error,
-            on_processing_error=stop_on_processing_error,
-            consumer_extra_config={**CONSUMER_DEFAULTS, **settings.consumer_config},
-            producer_extra_config=settings.producer_config,
-            broker_availability_timeout=settings.broker_outage_timeout,
-            loglevel=None,  # use our log format
-        )
-        try:
-            build_pipeline(app, settings, counters, dead)
-            return app
-        except TopicNotFoundError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
-
-
 def main(argv: list[str] | None = None) -> int:
     settings = load_settings(ProcessorSettings, argv)
     configure_logging(settings.log_level, BrokerOutageLog(settings.broker_address))
     counters = Counters()
     try:
         with launcher.interrupted_by_stop_signals():  # until Quix Streams installs its own
-            check_state_dir(settings)
-            wait_for_broker(settings, settings.broker_timeout)
-            for topic in (settings.raw_topic, settings.dlq_topic, settings.agg_topic):
-                ensure_topic(settings, topic, settings.partitions, settings.broker_timeout)
-            check_saved_state_matches_broker(settings)
-            producer = Producer(
-                {**settings.librdkafka_config(), **client_logging(), "enable.idempotence": True}
-            )
-            dead = DeadLetterCallbacks(DeadLetterSink(producer, settings.dlq_topic, counters))
-            app = build_application(settings, counters, dead)
+            prepare_to_run(settings)
+            app = build_application(settings, counters)
             logger.info(
                 "Aggregating %s into %ss windows on %s (%s); dead letters to %s",
                 settings.raw_topic, settings.window_seconds, settings.agg_topic,

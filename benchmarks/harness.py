@@ -493,7 +493,8 @@ def side_by_side(
         for name, consumers in groups.items():
             if name in done:
                 continue
-            consumers.children[0].check()
+            for child in consumers.children:
+                child.check()
             if name not in stable:
                 if consumers.is_stable(admin):
                     stable.add(name)

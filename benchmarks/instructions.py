@@ -65,7 +65,7 @@ def count_side_by_side(run: Run, outputs: int) -> list[dict[str, Any]]:
 
         def on_done(name: str) -> None:
             groups[name].stop(timeout=run.timeout)  # valgrind writes its counts at exit
-            summary = next(n for n in counts[name].read_text().split("\n") if "summary:" in n)
+            summary = next(n for n in counts[name].read_text().splitlines() if "summary:" in n)
             results.append({"name": name, "readings": run.readings,
                             "instructions": int(summary.split()[1]),
                             "seconds": round(time.monotonic() - started, 1)})  # fmt: skip

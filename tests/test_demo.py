@@ -23,6 +23,7 @@ from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient
 from conftest import ONE_AT_A_TIME, TopicNames
 
+from demo import closing_summary
 from kafka_helpers import Script, create_topic, read_to_end
 from launcher import find_free_port, is_listening
 from processes import children_of, command_of, descendants, poll_until, running
@@ -409,6 +410,34 @@ def test_bad_setting_is_a_one_line_usage_error_with_exit_2(tmp_path: Path) -> No
     assert len(result.stderr.splitlines()) == 1, result.stderr
     assert "--duration (DURATION)" in result.stderr
     assert not (tmp_path / "producer.log").exists()  # stopped before it started anything
+
+
+PRODUCER_REPORT = "Delivered 40 of 40 readings to raw (0 failed); 5 watermarks\n"
+PROCESSOR_REPORT = (
+    "Final summary: processed=48, aggregated=40, windows emitted=8, watermarks=5, "
+    "dead-lettered late=1, dead-lettered no-key=2\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("producer_log", "processor_log", "line"),
+    [
+        (PRODUCER_REPORT, PROCESSOR_REPORT, "40 readings, 8 windows, 3 dead letters in 4.0 s"),
+        # Stopped while it started (a short DURATION on a busy machine): no final summary.
+        (PRODUCER_REPORT, "Stopped before processing began\n",
+         "40 readings, ? windows, ? dead letters in 4.0 s; the processor stopped before reporting"),
+        ("Stopped before producing anything\n", "Stopped before processing began\n",
+         "? readings, ? windows, ? dead letters in 4.0 s; "
+         "the producer and the processor stopped before reporting"),
+    ],
+    ids=["both-reported", "processor-silent", "both-silent"],
+)  # fmt: skip
+def test_the_closing_line_counts_from_the_last_reports_and_names_a_script_without_one(
+    tmp_path: Path, producer_log: str, processor_log: str, line: str
+) -> None:
+    (tmp_path / "producer.log").write_text(producer_log)
+    (tmp_path / "processor.log").write_text(processor_log)
+    assert closing_summary(tmp_path, 4.04) == line
 
 
 def run_demo(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

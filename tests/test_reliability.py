@@ -192,6 +192,16 @@ def test_bad_messages_last_on_their_partition_are_committed_once_dead_lettered(
         ("Sensor1", b'{"ts": "soon", "value": 1.0}', b"bad-ts"),
         (None, reading(iso(3_000, 0), 1.0), b"no-key"),
     ]
+    # Each log line says where the message was, so a user can find it on the raw topic.
+    logged = re.findall(
+        rf"Dead-lettered {re.escape(names.raw)}\[(\d+)\]@(\d+) key=(.*?): ([\w-]+): ", proc.output()
+    )
+    assert logged == [
+        ("0", "6", "None", "no-key"),
+        ("0", "7", "b'Sensor1'", "invalid-json"),
+        ("0", "8", "b'Sensor1'", "bad-ts"),
+        ("0", "9", "b'Sensor1'", "invalid-json"),
+    ]
 
 
 # --- Watermarks ----------------------------------------------------------------
