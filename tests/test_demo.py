@@ -126,8 +126,10 @@ def assert_true_picture(run: DemoRun) -> None:
     assert not (run.log_dir / "state").exists()
 
 
-def assert_clean_run(run: DemoRun) -> None:
-    assert run.returncode == 0, run.stdout[-2000:] + run.stderr
+def assert_clean_run(run: DemoRun, *, interrupted: bool = False) -> None:
+    """A true picture, and the closing line last; exit 0 unless make died of a Ctrl-C."""
+    if not interrupted:
+        assert run.returncode == 0, run.stdout[-2000:] + run.stderr
     assert_true_picture(run)
     assert CLOSING_LINE.match(run.stderr.rstrip().splitlines()[-1]), run.stderr  # the last word
 
@@ -146,8 +148,7 @@ def test_make_demo_runs_three_times_in_a_row_on_its_own_embedded_broker(
     env = demo_env(nothing_listens_at(), tmp_path, names)
     for _ in range(3):
         run = interrupt_make_demo(env)
-        assert_true_picture(run)
-        assert CLOSING_LINE.match(run.stderr.rstrip().splitlines()[-1]), run.stderr
+        assert_clean_run(run, interrupted=True)
         assert BROKER_STARTED.search(run.stderr), run.stderr
         assert run.topics() == (names.raw, names.agg, names.dlq, names.group)
 
@@ -308,9 +309,10 @@ def test_sigkill_of_the_demo_stops_every_child_within_5s_and_the_next_run_starts
     demo.process.kill()  # a crash: no chance to clean up; the kernel tells the children
     assert_all_stop_within(children, port, timeout=5)
     assert any((tmp_path / "state").iterdir())  # the crashed run's window state is left over
-    # The next run, with the same names and log folder, must not trip over it.
+    # The next run, with the same names and log folder, must not trip over it. It stops
+    # once every sensor shows: a DURATION could end it before the scripts start (a busy CI).
     env = demo_env(f"127.0.0.1:{port}", tmp_path, names)
-    assert_clean_run(make_demo(env, duration=15))
+    assert_clean_run(interrupt_make_demo(env), interrupted=True)
 
 
 @pytest.mark.integration
