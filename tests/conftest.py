@@ -30,9 +30,10 @@ BROKER_KIND = (
 # The SCRAM user the Kafka broker is formatted with (SCRAM-SHA-256 and -512).
 SCRAM_USER = ("sensor-app", "correct-horse-battery-staple")
 # Tests that keep both cores busy for minutes (the benchmarks under valgrind or at full
-# speed), and tests that hold a launcher to its 5 s stop, run one after another on one
-# worker (pytest -n 4 --dist loadgroup): on two cores, one of each at once left a closed
-# terminal's demo still stopping after 5 s, and a 15 s demo's scripts not yet started.
+# speed), and every test that runs a whole demo (some hold it to its 5 s stop), run one
+# after another on one worker (pytest -n 4 --dist loadgroup): on two cores, two of them
+# at once left a closed terminal's demo still stopping after 5 s, and a 15 s demo's
+# scripts not yet started.
 ONE_AT_A_TIME = pytest.mark.xdist_group("one-at-a-time")
 
 

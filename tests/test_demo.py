@@ -137,6 +137,7 @@ def assert_clean_run(run: DemoRun, *, interrupted: bool = False) -> None:
 # --- Again and again --------------------------------------------------------------------
 
 
+@ONE_AT_A_TIME
 @pytest.mark.integration
 def test_make_demo_runs_three_times_in_a_row_on_its_own_embedded_broker(
     names, tmp_path: Path
@@ -153,6 +154,7 @@ def test_make_demo_runs_three_times_in_a_row_on_its_own_embedded_broker(
         assert run.topics() == (names.raw, names.agg, names.dlq, names.group)
 
 
+@ONE_AT_A_TIME
 @pytest.mark.integration
 def test_make_demo_runs_twice_on_a_broker_that_keeps_its_data_with_topics_of_its_own(
     broker_address: str, tmp_path: Path
@@ -289,6 +291,7 @@ def assert_all_stop_within(children: list[int], port: int, timeout: float) -> No
     )
 
 
+@ONE_AT_A_TIME
 @pytest.mark.integration
 def test_sighup_to_the_demo_stops_every_child_and_frees_the_broker_port_within_5s(
     running_demo: tuple[Script, list[int], int],
@@ -315,6 +318,7 @@ def test_sigkill_of_the_demo_stops_every_child_within_5s_and_the_next_run_starts
     assert_clean_run(interrupt_make_demo(env), interrupted=True)
 
 
+@ONE_AT_A_TIME
 @pytest.mark.integration
 def test_a_second_demo_on_the_same_log_folder_is_refused_and_the_first_runs_on(
     running_demo: tuple[Script, list[int], int], tmp_path: Path
