@@ -7,6 +7,7 @@ BROKER_ADDRESS set, the suite uses that broker instead, for example Redpanda.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sys
 import uuid
@@ -31,10 +32,25 @@ BROKER_KIND = (
 SCRAM_USER = ("sensor-app", "correct-horse-battery-staple")
 # Tests that keep both cores busy for minutes (the benchmarks under valgrind or at full
 # speed), and every test that runs a whole demo (some hold it to its 5 s stop), run one
-# after another on one worker (pytest -n 4 --dist loadgroup): on two cores, two of them
-# at once left a closed terminal's demo still stopping after 5 s, and a 15 s demo's
-# scripts not yet started.
-ONE_AT_A_TIME = pytest.mark.xdist_group("one-at-a-time")
+# at a time: on two cores, two of them at once left a closed terminal's demo still
+# stopping after 5 s, and a 15 s demo's scripts not yet started. A file lock shared by
+# the xdist workers does it. (xdist 3.8's `--dist loadgroup` does not: it marks a group
+# in item._nodeid, which pytest 9 no longer reads, so grouped tests spread as any do.)
+ONE_AT_A_TIME = pytest.mark.one_at_a_time
+
+
+@pytest.fixture(autouse=True)
+def _one_at_a_time(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[None]:
+    """Hold the lock that every test marked ONE_AT_A_TIME takes, before its other fixtures."""
+    if request.node.get_closest_marker("one_at_a_time") is None:
+        yield
+        return
+    # Every worker's base temp is a folder of the session's one (pytest-N/popen-gwK).
+    shared = tmp_path_factory.getbasetemp()
+    shared = shared.parent if os.environ.get("PYTEST_XDIST_WORKER") else shared
+    with open(shared / "one-at-a-time.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 @dataclass(frozen=True)
