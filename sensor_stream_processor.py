@@ -369,28 +369,31 @@ class DeadLetterCallbacks:
             reason, detail = "invalid-json", "the message has no value"
         else:
             reason, detail = "no-key", "the message has no key (sensor id)"
-        where = message_context()
-        logger.warning(
-            "Dead-lettered %s[%s]@%s key=%r: %s: %s",
-            where.topic, where.partition, where.offset, key, reason, detail,
-        )  # fmt: skip
         payload = None if value is None else current.payload  # a null value stays null
-        self.sink.send(key, payload, headers, reason, detail)
+        self.dead_letter(key, payload, headers, reason, detail)
         return False
 
     def on_late(self, value: Reading, key: bytes, timestamp_ms: int, late_by_ms: int, start: int,
                 end: int, *where: Any) -> bool:  # fmt: skip
-        """Quix passes (name, topic, partition, offset) as `where`."""
         if value["value"] is None:
             return False  # an old watermark says nothing new
         detail = (
             f"reading at {format_ms(timestamp_ms)} is {late_by_ms} ms late for window "
             f"[{format_ms(start)}, {format_ms(end)}) of {key.decode(errors='replace')}"
         )
-        logger.warning("Dead-lettered late reading %s[%s]@%s: %s", *where[1:], detail)
         window = [("window_start", str(start).encode()), ("window_end", str(end).encode())]
-        self.sink.send(key, current.payload, current.headers, "late", detail, window)
-        return False  # logged here; Quix Streams need not
+        self.dead_letter(key, current.payload, current.headers, "late", detail, window)
+        return False  # logged by dead_letter; Quix Streams need not
+
+    def dead_letter(self, key: bytes | None, value: bytes | None, headers: Any, reason: str,
+                    detail: str, extra: list[tuple[str, bytes]] = ()) -> None:  # fmt: skip
+        """One log line, saying where the message was, and the dead letter itself."""
+        where = message_context()
+        logger.warning(
+            "Dead-lettered %s[%s]@%s key=%r: %s: %s",
+            where.topic, where.partition, where.offset, key, reason, detail,
+        )  # fmt: skip
+        self.sink.send(key, value, headers, reason, detail, extra)
 
 
 # --- Counters: what happened, every SUMMARY_INTERVAL and at the end ---------------

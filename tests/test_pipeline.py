@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import time
 import uuid
@@ -126,7 +127,11 @@ def test_processor_emits_exactly_the_expected_windows(
         )
         windows = as_windows(read_to_end(broker_address, names.agg))
         assert windows == approx_means(model.windows)
-        assert processor.output().count("Dead-lettered late reading") == 2
+        # The same line as every dead letter: where it was on the raw topic, key and reason.
+        late = (
+            rf"Dead-lettered {re.escape(names.raw)}\[\d+\]@\d+ key=b'Sensor\d+': late: reading at "
+        )
+        assert len(re.findall(late, processor.output())) == 2
         assert "reading at 2026-11-26T00:00:09.500+00:00 is 500 ms late" in processor.output()
         assert processor.process.poll() is None
         assert processor.stop(signal.SIGTERM) == 0
