@@ -99,22 +99,24 @@ def ensure_topic(
     `partitions`, that is logged once.
     """
     admin = AdminClient(broker.librdkafka_config())
-    existing = admin.list_topics(timeout=timeout).topics.get(name)
-    if existing is None:
-        futures = admin.create_topics(
-            [NewTopic(name, partitions, replication_factor=1, config=dict(config))],
-            request_timeout=timeout,
-        )
-        try:
-            futures[name].result(timeout=timeout)
-            return partitions
-        except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:  # not a lost race
-                raise TopicError(
-                    f"could not create topic {name!r} at {broker.broker_address}: "
-                    f"{exc.args[0].str()}"
-                ) from None
-        existing = admin.list_topics(name, timeout=timeout).topics[name]
+    try:
+        existing = admin.list_topics(timeout=timeout).topics.get(name)
+        if existing is None:
+            futures = admin.create_topics(
+                [NewTopic(name, partitions, replication_factor=1, config=dict(config))],
+                request_timeout=timeout,
+            )
+            try:
+                futures[name].result(timeout=timeout)
+                return partitions
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:  # not a lost race
+                    raise
+            existing = admin.list_topics(name, timeout=timeout).topics[name]
+    except KafkaException as exc:  # refused, or the broker went away since it answered
+        raise TopicError(
+            f"could not create topic {name!r} at {broker.broker_address}: {exc.args[0].str()}"
+        ) from None
     if (found := len(existing.partitions)) != partitions:
         logging.getLogger("kafka_io").info(
             "Topic %s already exists with %d partition%s; PARTITIONS=%d applies only to a "

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Literal, TypedDict
 
 import orjson
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 from pydantic import Field, Json, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 from quixstreams import Application, message_context
@@ -477,7 +477,13 @@ def check_saved_state_matches_broker(settings: ProcessorSettings) -> None:
     saved = [s.name for s in stores if (s / raw).is_dir() and any((s / raw).iterdir())]
     if not saved:
         return
-    topics = AdminClient(settings.librdkafka_config()).list_topics(timeout=30).topics
+    try:
+        admin = AdminClient(settings.librdkafka_config())
+        topics = admin.list_topics(timeout=settings.broker_timeout).topics
+    except KafkaException as exc:  # the broker went away since it answered
+        raise CannotRun(
+            f"could not list the topics at {settings.broker_address}: {exc.args[0].str()}"
+        ) from None
     for store in saved:
         if (changelog := f"changelog__{settings.consumer_group}--{raw}--{store}") not in topics:
             raise CannotRun(

@@ -66,6 +66,7 @@ SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
 SPARK_WIDTH = 12  # recent window means per sensor; the table then fits 80 columns
 CHART_SUFFIXES = (".png", ".svg", ".pdf")  # what matplotlib writes with nothing else installed
 DRAIN_TIMEOUT = 10.0  # seconds a stopping viewer may spend reading the topic to its end
+METADATA_TIMEOUT = 10.0  # seconds to ask the broker for a topic's partitions
 
 
 class ViewerSettings(BrokerSettings):
@@ -246,9 +247,13 @@ def render_table(board: SensorBoard, now: datetime) -> Table:
 
 
 def find_partitions(consumer: Consumer, topic: str) -> list[int]:
-    """The topic's partition ids; empty if it does not exist (yet)."""
-    # list_topics() without a topic name never auto-creates one.
-    metadata = consumer.list_topics(timeout=10).topics.get(topic)
+    """The topic's partition ids; empty if it does not exist yet, or the broker is away
+    for now (the client's log says so)."""
+    try:
+        # list_topics() without a topic name never auto-creates one.
+        metadata = consumer.list_topics(timeout=METADATA_TIMEOUT).topics.get(topic)
+    except KafkaException:
+        return []
     return [] if metadata is None or metadata.error is not None else sorted(metadata.partitions)
 
 
@@ -472,6 +477,7 @@ def main(argv: list[str] | None = None) -> int:
         if not (partitions := find_partitions(consumer, settings.agg_topic)):
             logger.info("Waiting for topic %s to appear", settings.agg_topic)
         while not partitions:  # the processor creates it
+            consumer.poll(0)  # serves the client's log: an outage meanwhile is one line
             if stop.wait(0.5) or time.monotonic() >= deadline:
                 return 0
             partitions = find_partitions(consumer, settings.agg_topic)

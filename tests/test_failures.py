@@ -38,9 +38,10 @@ from kafka_helpers import (
     run_script,
     wait_until_caught_up,
 )
-from kafka_io import BrokerOutageLog
+from kafka_io import BrokerOutageLog, TopicError, ensure_topic
 from launcher import BrokerProcess, find_free_port
 from reference_model import expected_windows
+from sensor_stream_processor import CannotRun, ProcessorSettings, check_saved_state_matches_broker
 from test_pipeline import BASE_MS, GRACE_MS, WINDOW_MS, approx_means
 
 pytestmark = pytest.mark.integration
@@ -239,6 +240,24 @@ def test_processor_resumes_after_the_broker_is_killed_and_back_and_loses_no_wind
     assert errors_in(output) == []
     assert output.count(f"Lost the broker at {address}") == 1  # not a line per retry
     assert windows_allowing_identical_repeats(records) == approx_means(model.windows)
+
+
+def test_a_broker_gone_right_after_it_answered_is_one_line_at_each_start_up_check(
+    tmp_path: Path,
+) -> None:
+    # Nothing listens at the address: what the checks after wait_for_broker meet if the
+    # broker stops just after it answered, a moment no subprocess test can aim at.
+    address = f"127.0.0.1:{find_free_port()}"
+    settings = ProcessorSettings(broker_address=address, broker_timeout=1, state_dir=tmp_path)
+    (settings.group_state_dir / "default" / settings.raw_topic / "0").mkdir(parents=True)
+    with pytest.raises(TopicError) as creating:
+        ensure_topic(settings, settings.raw_topic, 3, timeout=1)
+    with pytest.raises(CannotRun) as checking:
+        check_saved_state_matches_broker(settings)
+    assert str(creating.value).startswith(
+        f"could not create topic 'raw-temperature' at {address}: "
+    )
+    assert str(checking.value).startswith(f"could not list the topics at {address}: ")
 
 
 def test_processor_whose_broker_stays_away_exits_1_with_one_line(

@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING
+from conftest import Broker
 from rich.console import Console
 
 from kafka_helpers import Script, consume_count, create_topic, produce, reading, run_script
@@ -31,6 +32,7 @@ from kafka_io import read_to_end
 from launcher import BrokerProcess, find_free_port
 from sensor_settings import BrokerSettings, load_settings
 from sensor_stream_viewer import (
+    METADATA_TIMEOUT,
     Aggregate,
     AggregateFeed,
     InvalidAggregate,
@@ -630,3 +632,69 @@ def test_a_lost_broker_is_one_line_and_a_stop_still_exits_0(
     assert output.count(f"Lost the broker at {address}") == 1
     assert "Connection refused" not in output
     assert "Traceback" not in output
+
+
+@pytest.mark.integration
+def test_a_viewer_waiting_for_its_topic_waits_on_through_a_broker_outage(
+    names: Any, start_broker: Callable[..., BrokerProcess]
+) -> None:
+    port = find_free_port()
+    address = f"127.0.0.1:{port}"
+    broker = start_broker(port).start()
+    try:
+        with Script("sensor_stream_viewer.py", "--broker-address", address,
+                    "--agg-topic", names.agg) as viewer:  # fmt: skip
+            viewer.wait_for_output(f"Waiting for topic {names.agg}", timeout=30)
+            broker.stop()
+            viewer.wait_for_output(f"Lost the broker at {address}", timeout=30)
+            # Away longer than one metadata request may take: the request fails, and the
+            # viewer must wait on rather than end in a traceback.
+            time.sleep(METADATA_TIMEOUT + 2)
+            assert viewer.process.poll() is None, viewer.output()
+            broker.start()  # empty: the topic comes as a processor would create it
+            create_topic(address, names.agg)
+            produce(address, names.agg, RECORDED[:1])
+            viewer.wait_for_output("Sensor1 05:08:00-05:08:10 count=8", timeout=60)
+            assert viewer.stop(signal.SIGTERM) == 0
+    finally:
+        broker.stop()
+    output = viewer.output()
+    assert "Traceback" not in output
+    assert output.count(f"Lost the broker at {address}") == 1
+
+
+@pytest.mark.integration
+def test_the_viewer_goes_on_showing_windows_once_the_broker_is_back(
+    broker: Broker, names: Any, start_broker: Callable[..., BrokerProcess]
+) -> None:
+    if broker.kind == "embedded":
+        pytest.skip(
+            "the embedded broker comes back empty, without the topic the viewer follows; "
+            "this test runs under `make test-kafka`"
+        )
+    port = find_free_port()
+    address = f"127.0.0.1:{port}"
+    restarted = start_broker(port).start()
+    try:
+        create_topic(address, names.agg)
+        produce(address, names.agg, RECORDED[:1])
+        with Script("sensor_stream_viewer.py", "--broker-address", address,
+                    "--agg-topic", names.agg) as viewer:  # fmt: skip
+            viewer.wait_for_output("Sensor1 05:08:00-05:08:10 count=8", timeout=30)
+            assert restarted.process is not None
+            restarted.process.kill()  # SIGKILL: no clean shutdown
+            restarted.stop(keep_data=True)
+            viewer.wait_for_output(f"Lost the broker at {address}", timeout=30)
+            restarted.start()
+            produce(address, names.agg, RECORDED[1:3])
+            viewer.wait_for_output("Sensor1 05:08:10-05:08:20 count=8", timeout=60)
+            assert viewer.stop(signal.SIGTERM) == 0
+    finally:
+        restarted.stop()
+    lines = [line for line in viewer.output().splitlines() if line.startswith("Sensor")]
+    assert lines == [
+        "Sensor1 05:08:00-05:08:10 count=8 min=21.37 mean=21.50 max=21.90",
+        "Sensor10 05:08:00-05:08:10 count=7 min=18.02 mean=18.25 max=18.60",
+        "Sensor1 05:08:10-05:08:20 count=8 min=21.40 mean=21.75 max=22.10",
+    ]
+    assert "Traceback" not in viewer.output()
