@@ -38,6 +38,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 from pydantic import Field, Json, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 from quixstreams import Application, message_context
+from quixstreams.checkpointing.exceptions import CheckpointConsumerCommitError
 from quixstreams.dataframe import StreamingDataFrame
 from quixstreams.error_callbacks import default_on_processing_error
 from quixstreams.kafka.exceptions import KafkaBrokerUnavailableError, KafkaConsumerException
@@ -532,6 +533,27 @@ def build_application(settings: ProcessorSettings, counters: Counters) -> Applic
             time.sleep(0.5)
 
 
+def run_application(settings: ProcessorSettings, counters: Counters) -> None:
+    """Run the Application until it stops. A broker that restarted has forgotten the
+    group's members, and the next commit fails: join again from the last commit, as a
+    restarted processor would (the readings since are aggregated again, never lost)."""
+    while True:
+        app = build_application(settings, counters)
+        # The libraries' objects live as long as the process: keep the garbage collector
+        # from scanning them again and again while readings stream through.
+        gc.freeze()
+        try:
+            return app.run()
+        except CheckpointConsumerCommitError as exc:
+            if exc.code not in (KafkaError.UNKNOWN_MEMBER_ID, KafkaError.ILLEGAL_GENERATION):
+                raise
+            logger.warning(
+                "The broker at %s no longer knows this processor as a member of %s (%s); "
+                "joining again from the last commit",
+                settings.broker_address, settings.consumer_group, exc.description,
+            )  # fmt: skip
+
+
 # --- When things go wrong: one line saying what happened and what to do ----------
 
 
@@ -629,17 +651,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with launcher.interrupted_by_stop_signals():  # until Quix Streams installs its own
             prepare_to_run(settings)
-            app = build_application(settings, counters)
             logger.info(
                 "Aggregating %s into %ss windows on %s (%s); dead letters to %s",
                 settings.raw_topic, settings.window_seconds, settings.agg_topic,
                 settings.processing_guarantee, settings.dlq_topic,
             )  # fmt: skip
-            # The libraries' objects live as long as the process: keep the garbage collector
-            # from scanning them again and again while readings stream through.
-            gc.freeze()
             with periodic_summary(counters, settings.summary_interval):
-                app.run()
+                run_application(settings, counters)
     except KeyboardInterrupt:  # Ctrl-C before Quix Streams ran, or a second one as it stopped
         logger.info("Stopped" if counters.processed else "Stopped before processing began")
         return 0

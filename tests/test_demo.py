@@ -13,7 +13,7 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,11 +21,11 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient
-from conftest import ONE_AT_A_TIME, TopicNames
+from conftest import ONE_AT_A_TIME, Broker, TopicNames
 
 from demo import closing_summary
 from kafka_helpers import Script, create_topic, read_to_end
-from launcher import find_free_port, is_listening
+from launcher import BrokerProcess, find_free_port, is_listening
 from processes import children_of, command_of, descendants, poll_until, running
 
 REPO = Path(__file__).resolve().parent.parent
@@ -175,6 +175,43 @@ def test_make_demo_runs_twice_on_a_broker_that_keeps_its_data_with_topics_of_its
     assert_remove_old_runs_keeps_only_what_is_not_theirs(broker_address, env, [first, second])
 
 
+@ONE_AT_A_TIME
+@pytest.mark.integration
+def test_the_demo_rides_out_a_broker_restart_and_still_shows_a_true_picture(
+    broker: Broker, tmp_path: Path, start_broker: Callable[..., BrokerProcess]
+) -> None:
+    if broker.kind == "embedded":
+        pytest.skip(
+            "the embedded broker comes back empty, without the demo's topics; "
+            "this test runs under `make test-kafka`"
+        )
+    port = find_free_port()
+    address = f"127.0.0.1:{port}"
+    restarted = start_broker(port).start()
+
+    def restart_the_broker(shown: Path) -> None:
+        before = len(AGGREGATE_LINE.findall(shown.read_text()))
+        assert restarted.process is not None
+        restarted.process.kill()  # SIGKILL: no clean shutdown
+        restarted.stop(keep_data=True)
+        restarted.start()
+        poll_until(  # a window of every sensor closed after the restart
+            lambda: len(AGGREGATE_LINE.findall(shown.read_text())) >= before + len(SENSORS),
+            timeout=90,
+            what=lambda: f"new windows after the restart; got:\n{shown.read_text()[-500:]}",
+        )
+
+    try:
+        run = interrupt_make_demo(demo_env(address, tmp_path), meanwhile=restart_the_broker)
+    finally:
+        restarted.stop()
+    assert_true_picture(run)
+    assert f"using the broker at {address}" in run.stderr
+    assert "exited early" not in run.stderr
+    for script in ("producer.log", "processor.log"):
+        assert run.log(script).count(f"Lost the broker at {address}") == 1, run.log(script)
+
+
 def assert_remove_old_runs_keeps_only_what_is_not_theirs(
     address: str, env: dict[str, str], old: list[DemoRun]
 ) -> None:
@@ -211,8 +248,11 @@ def assert_remove_old_runs_keeps_only_what_is_not_theirs(
         admin.delete_topics([f"{going}-raw", user_named])
 
 
-def interrupt_make_demo(env: dict[str, str]) -> DemoRun:
-    """`make demo`, and Ctrl-C once every sensor shows: SIGINT to the terminal's process group."""
+def interrupt_make_demo(
+    env: dict[str, str], meanwhile: Callable[[Path], None] = lambda shown: None
+) -> DemoRun:
+    """`make demo`, and Ctrl-C once every sensor shows and `meanwhile(the viewer's output
+    file)` has returned: SIGINT to the terminal's process group."""
     log_dir = Path(env["DEMO_LOG_DIR"])
     out, err = log_dir / "make.stdout", log_dir / "make.stderr"
     with open(out, "w") as stdout, open(err, "w") as stderr:
@@ -226,6 +266,7 @@ def interrupt_make_demo(env: dict[str, str]) -> DemoRun:
                 timeout=60,
                 what=lambda: f"every sensor shown; got:\n{out.read_text()[-500:]}{err.read_text()}",
             )
+            meanwhile(out)
             os.killpg(make.pid, signal.SIGINT)
             make.wait(timeout=60)
         finally:
