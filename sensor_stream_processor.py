@@ -533,10 +533,14 @@ def build_application(settings: ProcessorSettings, counters: Counters) -> Applic
             time.sleep(0.5)
 
 
+FORGOTTEN_MEMBER = (KafkaError.UNKNOWN_MEMBER_ID, KafkaError.ILLEGAL_GENERATION)
+
+
 def run_application(settings: ProcessorSettings, counters: Counters) -> None:
     """Run the Application until it stops. A broker that restarted has forgotten the
     group's members, and the next commit fails: join again from the last commit, as a
-    restarted processor would (the readings since are aggregated again, never lost)."""
+    restarted processor would (the readings since are aggregated again, never lost; with
+    exactly-once, Quix Streams has aborted the transaction)."""
     while True:
         app = build_application(settings, counters)
         # The libraries' objects live as long as the process: keep the garbage collector
@@ -544,13 +548,14 @@ def run_application(settings: ProcessorSettings, counters: Counters) -> None:
         gc.freeze()
         try:
             return app.run()
-        except CheckpointConsumerCommitError as exc:
-            if exc.code not in (KafkaError.UNKNOWN_MEMBER_ID, KafkaError.ILLEGAL_GENERATION):
+        except (CheckpointConsumerCommitError, KafkaException) as exc:  # exactly-once: the latter
+            error = exc.error if isinstance(exc, CheckpointConsumerCommitError) else exc.args[0]
+            if not isinstance(error, KafkaError) or error.code() not in FORGOTTEN_MEMBER:
                 raise
             logger.warning(
                 "The broker at %s no longer knows this processor as a member of %s (%s); "
                 "joining again from the last commit",
-                settings.broker_address, settings.consumer_group, exc.description,
+                settings.broker_address, settings.consumer_group, error.str(),
             )  # fmt: skip
 
 

@@ -177,8 +177,9 @@ def test_make_demo_runs_twice_on_a_broker_that_keeps_its_data_with_topics_of_its
 
 @ONE_AT_A_TIME
 @pytest.mark.integration
+@pytest.mark.parametrize("guarantee", ["at-least-once", "exactly-once"])
 def test_the_demo_rides_out_a_broker_restart_and_still_shows_a_true_picture(
-    broker: Broker, tmp_path: Path, start_broker: Callable[..., BrokerProcess]
+    broker: Broker, tmp_path: Path, start_broker: Callable[..., BrokerProcess], guarantee: str
 ) -> None:
     if broker.kind == "embedded":
         pytest.skip(
@@ -202,7 +203,8 @@ def test_the_demo_rides_out_a_broker_restart_and_still_shows_a_true_picture(
         )
 
     try:
-        run = interrupt_make_demo(demo_env(address, tmp_path), meanwhile=restart_the_broker)
+        env = {**demo_env(address, tmp_path), "PROCESSING_GUARANTEE": guarantee}
+        run = interrupt_make_demo(env, meanwhile=restart_the_broker)
     finally:
         restarted.stop()
     assert_true_picture(run)
