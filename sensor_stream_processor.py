@@ -503,10 +503,11 @@ def prepare_to_run(settings: ProcessorSettings) -> None:
     check_saved_state_matches_broker(settings)
 
 
-def build_application(settings: ProcessorSettings, counters: Counters) -> Application:
+def build_application(
+    settings: ProcessorSettings, counters: Counters, dead: DeadLetterCallbacks
+) -> Application:
     """The Application with its pipeline, built again while the broker does not yet
     list the changelog topic Quix Streams has just created (Kafka can lag a moment)."""
-    dead = DeadLetterCallbacks(DeadLetterSink.connect(settings, counters))
     deadline = time.monotonic() + settings.broker_timeout
     while True:
         app = Application(
@@ -541,8 +542,9 @@ def run_application(settings: ProcessorSettings, counters: Counters) -> None:
     group's members, and the next commit fails: join again from the last commit, as a
     restarted processor would (the readings since are aggregated again, never lost; with
     exactly-once, Quix Streams has aborted the transaction)."""
+    dead = DeadLetterCallbacks(DeadLetterSink.connect(settings, counters))
     while True:
-        app = build_application(settings, counters)
+        app = build_application(settings, counters, dead)
         # The libraries' objects live as long as the process: keep the garbage collector
         # from scanning them again and again while readings stream through.
         gc.freeze()
