@@ -207,7 +207,19 @@ def test_the_demo_rides_out_a_broker_restart_and_still_shows_a_true_picture(
         run = interrupt_make_demo(env, meanwhile=restart_the_broker)
     finally:
         restarted.stop()
-    assert_true_picture(run)
+    shown, emitted = run.windows_shown(), run.windows_emitted()
+    # The windows after the last commit come again, the same, once the processor has
+    # joined again. At-least-once, the viewer shows both; exactly-once, the first ones
+    # were in the aborted transaction, which the viewer (read_committed) never sees.
+    if guarantee == "at-least-once":
+        assert sorted(shown) == sorted(emitted)
+    else:
+        assert sorted(shown) == sorted(set(emitted))
+    assert {window[0] for window in shown} == SENSORS
+    assert last_per_sensor(shown) == last_per_sensor(emitted)
+    counters = run.final_counters()
+    assert {k: v for k, v in counters.items() if k.startswith("dead-lettered") and v} == {}
+    assert "Traceback" not in run.stderr + run.log("processor.log") + run.log("producer.log")
     assert f"using the broker at {address}" in run.stderr
     assert "exited early" not in run.stderr
     for script in ("producer.log", "processor.log"):
