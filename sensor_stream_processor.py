@@ -534,14 +534,24 @@ def build_application(
             time.sleep(0.5)
 
 
-FORGOTTEN_MEMBER = (KafkaError.UNKNOWN_MEMBER_ID, KafkaError.ILLEGAL_GENERATION)
+# How a commit fails once the broker has restarted: it has forgotten the group's members,
+# or the group's coordinator is not back yet.
+AFTER_A_BROKER_RESTART = (
+    KafkaError.UNKNOWN_MEMBER_ID,
+    KafkaError.ILLEGAL_GENERATION,
+    KafkaError.REBALANCE_IN_PROGRESS,
+    KafkaError._WAIT_COORD,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+)
 
 
 def run_application(settings: ProcessorSettings, counters: Counters) -> None:
-    """Run the Application until it stops. A broker that restarted has forgotten the
-    group's members, and the next commit fails: join again from the last commit, as a
-    restarted processor would (the readings since are aggregated again, never lost; with
-    exactly-once, Quix Streams has aborted the transaction)."""
+    """Run the Application until it stops. After a broker restart the next commit can
+    fail: join the group again from the last commit, as a restarted processor would (the
+    readings since are aggregated again, never lost; with exactly-once, Quix Streams has
+    aborted the transaction)."""
     dead = DeadLetterCallbacks(DeadLetterSink.connect(settings, counters))
     while True:
         app = build_application(settings, counters, dead)
@@ -552,12 +562,12 @@ def run_application(settings: ProcessorSettings, counters: Counters) -> None:
             return app.run()
         except (CheckpointConsumerCommitError, KafkaException) as exc:  # exactly-once: the latter
             error = exc.error if isinstance(exc, CheckpointConsumerCommitError) else exc.args[0]
-            if not isinstance(error, KafkaError) or error.code() not in FORGOTTEN_MEMBER:
+            if not isinstance(error, KafkaError) or error.code() not in AFTER_A_BROKER_RESTART:
                 raise
             logger.warning(
-                "The broker at %s no longer knows this processor as a member of %s (%s); "
-                "joining again from the last commit",
-                settings.broker_address, settings.consumer_group, error.str(),
+                "A commit to the broker at %s failed (%s), as after a broker restart; "
+                "joining group %s again from the last commit",
+                settings.broker_address, error.str(), settings.consumer_group,
             )  # fmt: skip
 
 
