@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
-from conftest import Broker
+from conftest import Broker, crash
 from test_reliability import (
     encode_stream,
     model_of,
@@ -203,38 +203,25 @@ def test_an_all_brokers_down_that_counts_none_down_is_not_an_error() -> None:
 
 
 def test_processor_resumes_after_the_broker_is_killed_and_back_and_loses_no_window(
-    broker: Broker, names, tmp_path: Path, start_broker: Callable[..., BrokerProcess]
+    broker_to_crash: BrokerProcess, names, tmp_path: Path
 ) -> None:
-    if broker.kind == "embedded":
-        pytest.skip(
-            "the embedded broker comes back empty (all topics lost), so there is nothing to "
-            "resume, and librdkafka 2.12.1 may crash on its new metadata "
-            "(confluentinc/librdkafka#5280); this test runs under `make test-kafka`"
-        )
     stream = sensor_stream(sensors=4, seconds=60, per_second=4, seed=7)
     model = model_of(stream)
     messages = encode_stream(stream)
     half = len(messages) // 2
-    port = find_free_port()
-    address = f"127.0.0.1:{port}"
-    restarted = start_broker(port).start()
-    try:
-        create_topic(address, names.raw, partitions=3)
-        produce(address, names.raw, messages[:half])
-        with processor(address, names, tmp_path / "state") as proc:
-            wait_until_caught_up(address, names.group, names.raw, half, scripts=[proc])
-            assert restarted.process is not None
-            restarted.process.kill()  # SIGKILL: no clean shutdown
-            restarted.stop(keep_data=True)
-            restarted.start()
-            produce(address, names.raw, messages[half:])
-            wait_until_caught_up(
-                address, names.group, names.raw, len(messages), timeout=120, scripts=[proc]
-            )
-            records = read_to_end(address, names.agg)
-            assert proc.stop() == 0
-    finally:
-        restarted.stop()
+    address = broker_to_crash.address
+    create_topic(address, names.raw, partitions=3)
+    produce(address, names.raw, messages[:half])
+    with processor(address, names, tmp_path / "state") as proc:
+        wait_until_caught_up(address, names.group, names.raw, half, scripts=[proc])
+        crash(broker_to_crash)
+        broker_to_crash.start()
+        produce(address, names.raw, messages[half:])
+        wait_until_caught_up(
+            address, names.group, names.raw, len(messages), timeout=120, scripts=[proc]
+        )
+        records = read_to_end(address, names.agg)
+        assert proc.stop() == 0
     output = proc.output()
     assert "Traceback" not in output
     assert errors_in(output) == []
@@ -269,8 +256,7 @@ def test_processor_whose_broker_stays_away_exits_1_with_one_line(
     try:
         with processor(address, names, tmp_path / "state", "--broker-outage-timeout", "2") as proc:
             proc.wait_for_output("The application started")
-            assert gone.process is not None
-            gone.process.kill()
+            crash(gone)
             assert proc.wait(timeout=60) == 1
     finally:
         gone.stop()

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING
-from conftest import Broker
+from conftest import crash
 from rich.console import Console
 
 from kafka_helpers import Script, consume_count, create_topic, produce, reading, run_script
@@ -665,32 +665,20 @@ def test_a_viewer_waiting_for_its_topic_waits_on_through_a_broker_outage(
 
 @pytest.mark.integration
 def test_the_viewer_goes_on_showing_windows_once_the_broker_is_back(
-    broker: Broker, names: Any, start_broker: Callable[..., BrokerProcess]
+    broker_to_crash: BrokerProcess, names: Any
 ) -> None:
-    if broker.kind == "embedded":
-        pytest.skip(
-            "the embedded broker comes back empty, without the topic the viewer follows; "
-            "this test runs under `make test-kafka`"
-        )
-    port = find_free_port()
-    address = f"127.0.0.1:{port}"
-    restarted = start_broker(port).start()
-    try:
-        create_topic(address, names.agg)
-        produce(address, names.agg, RECORDED[:1])
-        with Script("sensor_stream_viewer.py", "--broker-address", address,
-                    "--agg-topic", names.agg) as viewer:  # fmt: skip
-            viewer.wait_for_output("Sensor1 05:08:00-05:08:10 count=8", timeout=30)
-            assert restarted.process is not None
-            restarted.process.kill()  # SIGKILL: no clean shutdown
-            restarted.stop(keep_data=True)
-            viewer.wait_for_output(f"Lost the broker at {address}", timeout=30)
-            restarted.start()
-            produce(address, names.agg, RECORDED[1:3])
-            viewer.wait_for_output("Sensor1 05:08:10-05:08:20 count=8", timeout=60)
-            assert viewer.stop(signal.SIGTERM) == 0
-    finally:
-        restarted.stop()
+    address = broker_to_crash.address
+    create_topic(address, names.agg)
+    produce(address, names.agg, RECORDED[:1])
+    with Script("sensor_stream_viewer.py", "--broker-address", address,
+                "--agg-topic", names.agg) as viewer:  # fmt: skip
+        viewer.wait_for_output("Sensor1 05:08:00-05:08:10 count=8", timeout=30)
+        crash(broker_to_crash)
+        viewer.wait_for_output(f"Lost the broker at {address}", timeout=30)
+        broker_to_crash.start()
+        produce(address, names.agg, RECORDED[1:3])
+        viewer.wait_for_output("Sensor1 05:08:10-05:08:20 count=8", timeout=60)
+        assert viewer.stop(signal.SIGTERM) == 0
     lines = [line for line in viewer.output().splitlines() if line.startswith("Sensor")]
     assert lines == [
         "Sensor1 05:08:00-05:08:10 count=8 min=21.37 mean=21.50 max=21.90",
