@@ -6,8 +6,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DURATION ?= 0
 BROKER_PORT ?= 19092
+POSTGRES_PORT ?= 15432
+# The broker tests mostly wait on the broker (group joins, commits): more workers
+# than the machine's two cores, each with a broker of its own, finish sooner.
+WORKERS ?= 4
 
-.PHONY: install demo test test-kafka lint format broker kafka clean
+.PHONY: install demo test test-fast test-kafka lint format broker kafka postgres clean
 
 install: $(VENV)/.installed
 
@@ -19,19 +23,25 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@touch $@
 
 demo: install
-	$(BIN)/python demo.py --duration $(DURATION)
+	$(BIN)/python -m sensor_lib.demo --duration $(DURATION)
 
+# Pure logic only: no broker, no database, no subprocess. Seconds.
+test-fast: install
+	$(BIN)/python -m pytest -m "not integration"
+
+# Everything, on the embedded broker.
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(WORKERS)
 
-# The same suite against Apache Kafka (Java 17+ and Maven; jars fetched once).
+# Everything, on Apache Kafka (Java 17+ and Maven; jars fetched once).
 test-kafka: install
-	TEST_BROKER=kafka $(BIN)/python -m pytest
+	TEST_BROKER=kafka $(BIN)/python -m pytest -n $(WORKERS)
 
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/ci.yml
+	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 	$(BIN)/zizmor --offline .github/workflows/
 
 format: install
@@ -39,10 +49,13 @@ format: install
 	$(BIN)/ruff format .
 
 broker: install
-	$(BIN)/python embedded_broker.py --port $(BROKER_PORT)
+	$(BIN)/python -m sensor_lib.embedded_broker --port $(BROKER_PORT)
 
 kafka: install
-	$(BIN)/python kafka_broker.py --port $(BROKER_PORT)
+	$(BIN)/python -m sensor_lib.kafka_broker --port $(BROKER_PORT)
+
+postgres: install
+	$(BIN)/python -m sensor_lib.postgres_server --port $(POSTGRES_PORT)
 
 clean:
-	rm -rf $(VENV) kafka/lib state demo-logs .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) sensor_lib/kafka_dist/lib state demo-logs postgres-data .pytest_cache .ruff_cache .hypothesis

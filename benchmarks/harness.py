@@ -56,12 +56,12 @@ REPO = BENCH.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-import kafka_io  # noqa: E402
-from embedded_broker import EmbeddedBroker  # noqa: E402
-from event_time import from_epoch_ms  # noqa: E402
-from kafka_broker import KafkaBroker  # noqa: E402
-from launcher import exit_when_stopped, raise_if_stopped, start_child, stop_child  # noqa: E402
-from sensor_settings import BrokerSettings  # noqa: E402
+from sensor_lib import kafka_io  # noqa: E402
+from sensor_lib.embedded_broker import EmbeddedBroker  # noqa: E402
+from sensor_lib.event_time import from_epoch_ms  # noqa: E402
+from sensor_lib.kafka_broker import KafkaBroker  # noqa: E402
+from sensor_lib.processes import exit_when_stopped, raise_if_stopped, start_child, stop_child  # noqa: E402
+from sensor_lib.settings import BrokerSettings  # noqa: E402
 
 # Event times start at 2024-01-01T00:00:00Z: results do not depend on the host clock.
 ORIGIN_MS = 1_704_067_200_000

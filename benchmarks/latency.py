@@ -55,6 +55,7 @@ from typing import Any
 import orjson
 from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME
 from confluent_kafka.admin import AdminClient
+
 from harness import (
     BenchmarkError,
     Child,
@@ -68,9 +69,8 @@ from harness import (
     wait_until,
     workload_arguments,
 )
-
-from event_time import to_epoch_ms
-from launcher import raise_if_stopped
+from sensor_lib.event_time import to_epoch_ms
+from sensor_lib.processes import raise_if_stopped
 
 WindowId = tuple[str, int]  # (sensor, window start ms)
 # The processor's INFO line for each window: "<UTC time>Z INFO sensor_stream_processor:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import fcntl
 import os
+import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,9 +23,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from embedded_broker import PROCESSOR_PRODUCER_CONFIG, EmbeddedBroker  # noqa: E402
-from kafka_broker import KafkaBroker  # noqa: E402
-from launcher import BrokerProcess, find_free_port  # noqa: E402
+from sensor_lib.embedded_broker import PROCESSOR_PRODUCER_CONFIG, EmbeddedBroker  # noqa: E402
+from sensor_lib.kafka_broker import KafkaBroker  # noqa: E402
+from sensor_lib.postgres_server import PostgresServer  # noqa: E402
+from sensor_lib.processes import ServerProcess, find_free_port  # noqa: E402
 
 BROKER_KIND = (
     "external" if os.environ.get("BROKER_ADDRESS") else os.environ.get("TEST_BROKER", "embedded")
@@ -53,6 +56,18 @@ def _one_at_a_time(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator
         yield
 
 
+@pytest.fixture(autouse=True)
+def _a_fast_test_starts_no_process(request: pytest.FixtureRequest, monkeypatch) -> None:
+    """`make test-fast` leaves out the tests marked integration; the rest must start no
+    process (a broker, a database, a script), so the fast tier stays fast."""
+    if request.node.get_closest_marker("integration") is None:
+
+        def refuse(*args: object, **kwargs: object) -> None:
+            raise AssertionError("a test that starts a process is marked integration")
+
+        monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
+
+
 @dataclass(frozen=True)
 class Broker:
     kind: str  # "embedded", "kafka" or "external"
@@ -60,7 +75,7 @@ class Broker:
     sasl_address: str | None = None  # SASL_PLAINTEXT with SCRAM_USER, where the broker has it
 
 
-def new_broker(port: int | None = None, log_path: Path | None = None) -> BrokerProcess:
+def new_broker(port: int | None = None, log_path: Path | None = None) -> ServerProcess:
     """A broker of the kind under test, for tests that stop and start their own."""
     if BROKER_KIND == "kafka":
         return KafkaBroker(port, log_path=log_path)
@@ -91,12 +106,12 @@ def broker_address(broker: Broker) -> str:
 
 
 @pytest.fixture
-def start_broker() -> Callable[..., BrokerProcess]:
+def start_broker() -> Callable[..., ServerProcess]:
     return new_broker
 
 
 @pytest.fixture
-def broker_to_crash() -> Iterator[BrokerProcess]:
+def broker_to_crash() -> Iterator[ServerProcess]:
     """An Apache Kafka broker of the test's own, to crash() and start again on its data.
     The embedded broker comes back from a restart empty, with nothing to go on with, so a
     test that asks for this is skipped under `make test` and runs under `make test-kafka`."""
@@ -110,7 +125,7 @@ def broker_to_crash() -> Iterator[BrokerProcess]:
         yield started
 
 
-def crash(broker: BrokerProcess) -> None:
+def crash(broker: ServerProcess) -> None:
     """SIGKILL the broker: no clean shutdown. Its data stays for the next start()."""
     assert broker.process is not None
     broker.process.kill()
@@ -128,6 +143,27 @@ def embedded_broker(broker: Broker) -> Iterator[Broker]:
         yield Broker("embedded", started.address)
 
 
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A real PostgreSQL server of this worker's own (the pgserver wheel's), on a free port."""
+    with PostgresServer(Path(tempfile.mkdtemp(prefix="sensor-test-pg-"))) as server:
+        yield server.url
+
+
+@pytest.fixture
+def start_postgres() -> Iterator[Callable[[], PostgresServer]]:
+    """Start a PostgreSQL server of the test's own, to stop and start again; stopped after."""
+    started: list[PostgresServer] = []
+
+    def start() -> PostgresServer:
+        started.append(PostgresServer(Path(tempfile.mkdtemp(prefix="sensor-test-pg-"))))
+        return started[-1].start()
+
+    yield start
+    for server in started:
+        server.stop()
+
+
 @pytest.fixture
 def names(request: pytest.FixtureRequest) -> TopicNames:
     return TopicNames(request.node.name)
@@ -143,3 +179,5 @@ class TopicNames:
         self.agg = f"{self.prefix}-agg"
         self.dlq = f"{self.prefix}-raw-dlq"
         self.group = f"{self.prefix}-group"
+        self.sink_group = f"{self.prefix}-sink"
+        self.table = f"windows_{self.prefix[-8:]}"  # a table of the test's own

@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from quixstreams.state.rocksdb import RocksDBOptions
 
+from sensor_lib.quix_app import STATE_OPTIONS
 from sensor_stream_processor import (
-    STATE_OPTIONS,
     add_reading,
     has_readings,
     initialize_stats,

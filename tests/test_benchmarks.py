@@ -20,14 +20,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ONE_AT_A_TIME
 from hypothesis import given
 from hypothesis import strategies as st
+
+from conftest import ONE_AT_A_TIME
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from confluent_kafka.admin import AdminClient  # noqa: E402
+
+import sensor_stream_processor as processor  # noqa: E402
+import sensor_stream_producer as producer  # noqa: E402
 from harness import (  # noqa: E402
     ConsumerGroup,
     Run,
@@ -39,11 +43,8 @@ from harness import (  # noqa: E402
     wait_until,
 )
 from latency import ClosingTracker, percentile  # noqa: E402
-from throughput import window_differences  # noqa: E402
-
-import sensor_stream_processor as processor  # noqa: E402
-import sensor_stream_producer as producer  # noqa: E402
 from processes import command_of, descendants, poll_until, running  # noqa: E402
+from throughput import window_differences  # noqa: E402
 
 
 def run_benchmark(
@@ -391,8 +392,9 @@ def test_percentile_is_nearest_rank() -> None:
     | st.integers(min_value=-(2**63), max_value=2**63 - 1)
 )
 def test_encoded_readings_decode_to_the_same_values(value: float) -> None:
+    moment = datetime(2024, 1, 1, 0, 0, 0, 123000, tzinfo=UTC)
     reading = {"ts": "2024-01-01T00:00:00.123000+00:00", "value": value}
-    payload = producer.encode_reading(reading)
+    payload = producer.make_reading(moment, value)
     assert json.loads(payload) == reading
     assert processor.parse_reading(payload) == reading
 

@@ -21,12 +21,12 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient
-from conftest import ONE_AT_A_TIME, TopicNames, crash
 
-from demo import closing_summary
-from kafka_helpers import Script, create_topic, read_to_end
-from launcher import BrokerProcess, find_free_port, is_listening
+from conftest import ONE_AT_A_TIME, TopicNames, crash
+from helpers import Script, create_topic, read_to_end
 from processes import children_of, command_of, descendants, poll_until, running
+from sensor_lib.demo import closing_summary
+from sensor_lib.processes import ServerProcess, find_free_port, is_listening
 
 REPO = Path(__file__).resolve().parent.parent
 SENSORS = {f"Sensor{n}" for n in range(1, 6)}
@@ -40,10 +40,12 @@ PROCESSOR_WINDOW = re.compile(
 )
 FINAL_SUMMARY = re.compile(r"Final summary: (.*)$", re.MULTILINE)
 CLOSING_LINE = re.compile(
-    r"^demo: (\d+) readings, (\d+) windows, (\d+) dead letters in \d+\.\d s$", re.MULTILINE
+    r"^demo: (\d+) readings, (\d+) windows, (\d+) dead letters, (\d+) rows in sensor_windows "
+    r"in \d+\.\d s$",
+    re.MULTILINE,
 )
 DELIVERED = re.compile(r"^Delivered (\d+) of \1 readings .* \(0 failed\); 5 watermarks$", re.M)
-TOPICS_LINE = re.compile(r"^demo: topics (\S+), (\S+), (\S+); consumer group (\S+)$", re.M)
+TOPICS_LINE = re.compile(r"^demo: topics (\S+), (\S+), (\S+); consumer groups (\S+), (\S+)$", re.M)
 BROKER_STARTED = re.compile(r"started the embedded broker on 127\.0\.0\.1:(\d+)")
 
 Window = tuple[str, str, str, int]  # sensor, start, end (UTC clock times), count
@@ -85,7 +87,7 @@ class DemoRun:
         pairs = (part.strip().rsplit("=", 1) for part in summary.split(","))
         return {name: int(value) for name, value in pairs}
 
-    def topics(self) -> tuple[str, str, str, str]:
+    def topics(self) -> tuple[str, str, str, str, str]:
         found = TOPICS_LINE.search(self.stderr)
         assert found, self.stderr
         return found.groups()
@@ -126,7 +128,8 @@ def assert_true_picture(run: DemoRun, *, aborted_repeats: bool = False) -> None:
     assert last_per_sensor(shown) == last_per_sensor(emitted)
     (delivered,) = DELIVERED.findall(run.log("producer.log"))
     closing = CLOSING_LINE.findall(run.stderr)
-    assert closing == [(delivered, str(len(emitted)), "0")], run.stderr
+    windows = str(len(set(emitted)))  # one row per window, repeats or not
+    assert closing == [(delivered, str(len(emitted)), "0", windows)], run.stderr
     assert "Traceback" not in run.stderr + run.log("processor.log") + run.log("producer.log")
     # The run's window state went with it.
     assert not (run.log_dir / "state").exists()
@@ -145,19 +148,21 @@ def assert_clean_run(run: DemoRun, *, interrupted: bool = False) -> None:
 
 @ONE_AT_A_TIME
 @pytest.mark.integration
-def test_make_demo_runs_three_times_in_a_row_on_its_own_embedded_broker(
+def test_make_demo_runs_twice_in_a_row_on_its_own_embedded_broker_and_database(
     names, tmp_path: Path
 ) -> None:
-    # The same topic and group names every time, and one log folder: a run must
-    # still never meet the window state of the run before (a broker ago). Each run is
-    # stopped once it shows every sensor, not after a fixed time: on a loaded machine
+    # The same topic and group names both times, and one log folder: a run must still
+    # never meet the window state or the table of the run before (a broker ago). Each run
+    # is stopped once it shows every sensor, not after a fixed time: on a loaded machine
     # the scripts may take longer than a short DURATION to start.
     env = demo_env(nothing_listens_at(), tmp_path, names)
-    for _ in range(3):
+    for _ in range(2):
         run = interrupt_make_demo(env)
         assert_clean_run(run, interrupted=True)
         assert BROKER_STARTED.search(run.stderr), run.stderr
-        assert run.topics() == (names.raw, names.agg, names.dlq, names.group)
+        assert "started an embedded PostgreSQL" in run.stderr
+        assert run.topics() == (names.raw, names.agg, names.dlq, names.group, names.group + "-sink")
+    assert not (tmp_path / "postgres").exists()  # the database went with the run
 
 
 @ONE_AT_A_TIME
@@ -174,9 +179,11 @@ def test_make_demo_runs_twice_on_a_broker_that_keeps_its_data_with_topics_of_its
     for run in (first, second):
         assert f"using the broker at {broker_address}" in run.stderr
         assert_final_windows_hold_the_last_readings(broker_address, run)
-    raw, agg, dlq, group = first.topics()
+    raw, agg, dlq, group, sink_group = first.topics()
     assert re.fullmatch(r"demo-\d{8}T\d{6}-raw", raw)
-    assert (agg, dlq, group) == (raw[:-3] + "agg", raw + "-dlq", raw[:-3] + "group")
+    assert (agg, dlq, group, sink_group) == (
+        raw[:-3] + "agg", raw + "-dlq", raw[:-3] + "group", raw[:-3] + "group-sink",
+    )  # fmt: skip
     assert set(first.topics()).isdisjoint(second.topics())
     assert_remove_old_runs_keeps_only_what_is_not_theirs(broker_address, env, [first, second])
 
@@ -185,7 +192,7 @@ def test_make_demo_runs_twice_on_a_broker_that_keeps_its_data_with_topics_of_its
 @pytest.mark.integration
 @pytest.mark.parametrize("guarantee", ["at-least-once", "exactly-once"])
 def test_the_demo_rides_out_a_broker_restart_and_still_shows_a_true_picture(
-    broker_to_crash: BrokerProcess, tmp_path: Path, guarantee: str
+    broker_to_crash: ServerProcess, tmp_path: Path, guarantee: str
 ) -> None:
     address = broker_to_crash.address
 
@@ -228,9 +235,9 @@ def assert_remove_old_runs_keeps_only_what_is_not_theirs(
                    what=lambda: f"{going}-group has a member")  # fmt: skip
         removed = run_demo(env, "--remove-old-runs")
         assert removed.returncode == 0, removed.stderr
-        # Raw, aggregate, dead-letter and changelog topic of each old run.
+        # Raw, aggregate, their two dead-letter topics and the changelog of each old run.
         assert removed.stderr == (
-            f"demo: removed 8 topics of 2 earlier runs at {address}; kept 1 still running\n"
+            f"demo: removed 10 topics of 2 earlier runs at {address}; kept 1 still running\n"
         )
         stamps = [run.topics()[0].removesuffix("raw") for run in old]  # "demo-<time>-"
 
@@ -240,7 +247,7 @@ def assert_remove_old_runs_keeps_only_what_is_not_theirs(
         poll_until(lambda: not theirs(), timeout=30, what=lambda: f"left: {theirs()}")
         assert {f"{going}-raw", user_named} <= set(admin.list_topics(timeout=10).topics)
         groups = {g.group_id for g in admin.list_consumer_groups().result(timeout=30).valid}
-        assert not {run.topics()[3] for run in old} & groups
+        assert not {group for run in old for group in run.topics()[3:]} & groups
     finally:
         member.close()
         admin.delete_topics([f"{going}-raw", user_named])
@@ -300,7 +307,7 @@ def assert_final_windows_hold_the_last_readings(address: str, run: DemoRun) -> N
 def running_demo(names, tmp_path: Path) -> Iterator[tuple[Script, list[int], int]]:
     """demo.py with its own embedded broker, once aggregates show; its children; the port."""
     env = demo_env(nothing_listens_at(), tmp_path, names)
-    with Script("demo.py", env=env) as demo:
+    with Script("sensor_lib.demo", env=env) as demo:
         children: list[int] = []
         try:
             poll_until(
@@ -312,8 +319,8 @@ def running_demo(names, tmp_path: Path) -> Iterator[tuple[Script, list[int], int
             assert found, demo.output()
             children = children_of(demo.process.pid)
             commands = [command_of(pid) for pid in children]
-            assert len(children) == 4, commands  # broker, processor, producer, viewer
-            for script in ("tansu", "processor", "producer", "viewer"):
+            assert len(children) == 6, commands  # broker, database and the four scripts
+            for script in ("tansu", "bin/postgres", "processor", "producer", "sink", "viewer"):
                 assert any(script in command for command in commands), commands
             yield demo, children, int(found.group(1))
         finally:  # never leave one behind, even when the test fails
@@ -439,6 +446,7 @@ def test_closing_the_terminal_that_runs_make_broker_stops_the_broker_within_5s(
 # --- Failures before anything starts ------------------------------------------------
 
 
+@pytest.mark.integration
 def test_unwritable_log_folder_is_one_line_and_exit_1(tmp_path: Path) -> None:
     """DEMO_LOG_DIR under a file (or on a read-only disk): one line, before any broker."""
     (tmp_path / "a-file").write_text("")
@@ -449,6 +457,7 @@ def test_unwritable_log_folder_is_one_line_and_exit_1(tmp_path: Path) -> None:
     assert result.stdout == ""
 
 
+@pytest.mark.integration
 def test_bad_setting_is_a_one_line_usage_error_with_exit_2(tmp_path: Path) -> None:
     result = run_demo({**demo_env(nothing_listens_at(), tmp_path), "DURATION": "-1"})
     assert result.returncode == 2, result.stderr
@@ -487,6 +496,6 @@ def test_the_closing_line_counts_from_the_last_reports_and_names_a_script_withou
 
 def run_demo(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "demo.py", *args],
+        [sys.executable, "-m", "sensor_lib.demo", *args],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=30, check=False,
     )  # fmt: skip

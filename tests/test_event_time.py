@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from hypothesis import given
 from hypothesis import strategies as st
 
-from event_time import from_epoch_ms, to_epoch_ms
+from sensor_lib.event_time import from_epoch_ms, to_epoch_ms
 
 
 def test_epoch_ms_is_exact_where_float_seconds_are_not() -> None:

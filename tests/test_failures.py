@@ -20,17 +20,9 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
-from conftest import Broker, crash
-from test_reliability import (
-    encode_stream,
-    model_of,
-    processor,
-    sensor_stream,
-    windows_allowing_identical_repeats,
-)
 
-from embedded_broker import PROCESSOR_PRODUCER_CONFIG
-from kafka_helpers import (
+from conftest import Broker, crash
+from helpers import (
     Script,
     create_topic,
     produce,
@@ -38,11 +30,20 @@ from kafka_helpers import (
     run_script,
     wait_until_caught_up,
 )
-from kafka_io import BrokerOutageLog, TopicError, ensure_topic
-from launcher import BrokerProcess, find_free_port
 from reference_model import expected_windows
-from sensor_stream_processor import CannotRun, ProcessorSettings, check_saved_state_matches_broker
+from sensor_lib.embedded_broker import PROCESSOR_PRODUCER_CONFIG
+from sensor_lib.kafka_io import BrokerOutageLog, TopicError, ensure_topic
+from sensor_lib.processes import ServerProcess, find_free_port
+from sensor_lib.quix_app import CannotRun, check_saved_state_matches_broker
+from sensor_stream_processor import ProcessorSettings
 from test_pipeline import BASE_MS, GRACE_MS, WINDOW_MS, approx_means
+from test_reliability import (
+    encode_stream,
+    model_of,
+    processor,
+    sensor_stream,
+    windows_allowing_identical_repeats,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -203,7 +204,7 @@ def test_an_all_brokers_down_that_counts_none_down_is_not_an_error() -> None:
 
 
 def test_processor_resumes_after_the_broker_is_killed_and_back_and_loses_no_window(
-    broker_to_crash: BrokerProcess, names, tmp_path: Path
+    broker_to_crash: ServerProcess, names, tmp_path: Path
 ) -> None:
     stream = sensor_stream(sensors=4, seconds=60, per_second=4, seed=7)
     model = model_of(stream)
@@ -240,7 +241,7 @@ def test_a_broker_gone_right_after_it_answered_is_one_line_at_each_start_up_chec
     with pytest.raises(TopicError) as creating:
         ensure_topic(settings, settings.raw_topic, 3, timeout=1)
     with pytest.raises(CannotRun) as checking:
-        check_saved_state_matches_broker(settings)
+        check_saved_state_matches_broker(settings, settings.raw_topic)
     assert str(creating.value).startswith(
         f"could not create topic 'raw-temperature' at {address}: "
     )
@@ -248,7 +249,7 @@ def test_a_broker_gone_right_after_it_answered_is_one_line_at_each_start_up_chec
 
 
 def test_processor_whose_broker_stays_away_exits_1_with_one_line(
-    names, tmp_path: Path, start_broker: Callable[..., BrokerProcess]
+    names, tmp_path: Path, start_broker: Callable[..., ServerProcess]
 ) -> None:
     port = find_free_port()
     address = f"127.0.0.1:{port}"
@@ -318,7 +319,7 @@ def test_processor_restarted_on_the_embedded_broker_without_its_setting_exits_1_
 
 
 def test_processor_with_state_from_a_broker_that_is_gone_exits_1_with_one_line(
-    broker_address: str, names, tmp_path: Path, start_broker: Callable[..., BrokerProcess]
+    broker_address: str, names, tmp_path: Path, start_broker: Callable[..., ServerProcess]
 ) -> None:
     """The demo's case in issue 9: window state kept while the broker was replaced by an
     empty one. Restored, its old sensor clocks would count new readings as late."""
@@ -386,7 +387,7 @@ def test_processor_on_a_raw_topic_created_without_settings_exits_1_with_one_line
     )  # fmt: skip
     assert result.returncode == 1
     error = assert_one_error_line_and_no_traceback(result.stderr)
-    assert f"raw topic {names.raw} at {broker.address} has no retention.ms setting" in error
+    assert f"topic {names.raw} at {broker.address} has no retention.ms setting" in error
 
 
 def recreate_topic(address: str, name: str, partitions: int, timeout: float = 30) -> None:
@@ -416,7 +417,7 @@ def test_processor_after_its_raw_topic_was_recreated_with_other_partitions_exits
     with processor(broker_address, names, tmp_path / "state") as second:
         assert second.wait(timeout=60) == 1
     error = assert_one_error_line_and_no_traceback(second.output())
-    assert f"raw topic {names.raw} does not have as many partitions" in error
+    assert f"topic {names.raw} does not have as many partitions" in error
     assert "new CONSUMER_GROUP" in error
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from kafka_helpers import (
+from helpers import (
     Record,
     Script,
     create_topic,
@@ -22,8 +22,8 @@ from kafka_helpers import (
     run_script,
     wait_until_caught_up,
 )
-from launcher import find_free_port
 from reference_model import expected_windows
+from sensor_lib.processes import find_free_port
 
 pytestmark = pytest.mark.integration
 

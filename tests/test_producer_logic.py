@@ -11,14 +11,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from sensor_stream_producer import (
-    MAX_DRIFT,
-    encode_reading,
-    generate_readings,
-    make_progress,
-    make_reading,
-    make_sensors,
-)
+from sensor_lib.progress import make_progress
+from sensor_stream_producer import MAX_DRIFT, generate_readings, make_reading, make_sensors
 
 
 def test_sensors_are_named_and_visited_in_turn() -> None:
@@ -52,7 +46,7 @@ def test_each_sensor_walks_near_its_own_base() -> None:
 
 def test_reading_is_one_json_object_with_utc_time() -> None:
     moment = datetime(2026, 11, 26, 4, 2, 49, 123456, tzinfo=UTC)
-    payload = encode_reading(make_reading(moment, 21.37))
+    payload = make_reading(moment, 21.37)
     assert json.loads(payload) == {"ts": "2026-11-26T04:02:49.123456+00:00", "value": 21.37}
 
 

@@ -14,10 +14,9 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-from conftest import SCRAM_USER, Broker
 
-from embedded_broker import EmbeddedBroker
-from kafka_helpers import (
+from conftest import SCRAM_USER, Broker
+from helpers import (
     Record,
     Script,
     consume,
@@ -28,8 +27,9 @@ from kafka_helpers import (
     run_script,
     wait_until_caught_up,
 )
-from launcher import BrokerProcess, find_free_port
 from reference_model import Expected, expected_windows
+from sensor_lib.embedded_broker import EmbeddedBroker
+from sensor_lib.processes import ServerProcess, find_free_port
 from test_pipeline import BASE_MS, GRACE_MS, WINDOW_MS, approx_means, as_windows, iso
 
 pytestmark = pytest.mark.integration
@@ -425,7 +425,7 @@ def readings_on(address: str, topic: str, at_least: int, since_ms: float = 0) ->
 
 
 def test_producer_delivers_what_it_accepted_while_the_broker_was_away(
-    broker: Broker, names, start_broker: Callable[..., BrokerProcess]
+    broker: Broker, names, start_broker: Callable[..., ServerProcess]
 ) -> None:
     if broker.kind == "embedded":
         pytest.skip(
@@ -457,7 +457,7 @@ def test_producer_delivers_what_it_accepted_while_the_broker_was_away(
 
 
 def test_producer_reports_what_it_could_not_deliver(
-    names, start_broker: Callable[..., BrokerProcess]
+    names, start_broker: Callable[..., ServerProcess]
 ) -> None:
     port = find_free_port()
     address = f"127.0.0.1:{port}"

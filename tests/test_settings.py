@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from kafka_helpers import run_script
-from sensor_settings import load_settings
+from helpers import run_script
+from sensor_lib.settings import load_settings
 from sensor_stream_processor import ProcessorSettings
 from sensor_stream_producer import ProducerSettings
 
@@ -70,6 +70,7 @@ def test_security_settings_reach_the_connection(monkeypatch: pytest.MonkeyPatch)
     assert "s3cret-Pa55" not in repr(broker.connection())
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("script", ["sensor_stream_producer.py", "sensor_stream_processor.py"])
 def test_help_documents_settings_and_never_shows_the_password(
     script: str, monkeypatch: pytest.MonkeyPatch
@@ -82,6 +83,7 @@ def test_help_documents_settings_and_never_shows_the_password(
     assert "hunter2-never-print" not in result.stdout + result.stderr
 
 
+@pytest.mark.integration
 def test_unknown_flag_prints_usage(monkeypatch: pytest.MonkeyPatch) -> None:
     result = run_script("sensor_stream_processor.py", "--windw-seconds", "5")
     assert result.returncode == 2

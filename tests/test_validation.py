@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from types import SimpleNamespace
 
 import pytest
 from quixstreams.models import SerializationContext
 
+from sensor_lib.dead_letters import DeadLetterError
+from sensor_lib.event_time import parse_iso_ms
+from sensor_lib.quix_app import stop_on_processing_error
 from sensor_stream_processor import (
     Counters,
-    DeadLetterError,
     InvalidReading,
     Reading,
     ReadingDeserializer,
     extract_event_time,
-    parse_event_time,
     parse_reading,
-    stop_on_processing_error,
 )
 
 # 2026-11-26T04:02:49.123Z in epoch milliseconds, computed once by hand:
@@ -42,7 +43,7 @@ T = 20_783 * 86_400_000 + (4 * 3600 + 2 * 60 + 49) * 1000 + 123
     ],
 )
 def test_event_time_formats(ts: str, expected: int) -> None:
-    assert parse_event_time(ts) == expected
+    assert parse_iso_ms(ts) == expected
 
 
 @pytest.mark.parametrize(
@@ -58,9 +59,15 @@ def test_event_time_formats(ts: str, expected: int) -> None:
     ],
 )
 def test_event_time_rejects(ts: object) -> None:
-    with pytest.raises(InvalidReading) as info:
-        parse_event_time(ts)
-    assert info.value.reason == "bad-ts"
+    with pytest.raises(ValueError, match="not an ISO-8601 date and time"):
+        parse_iso_ms(ts)
+
+
+@pytest.mark.parametrize("ts", ["2026-11-26", "yesterday", None])
+def test_a_reading_with_a_bad_time_comes_out_as_bad_ts(ts: object) -> None:
+    bad = deserialize(json.dumps({"ts": ts, "value": 1.0}).encode())
+    assert isinstance(bad, InvalidReading)
+    assert (bad.reason, bad.detail) == ("bad-ts", f"'ts' is {ts!r}, not an ISO-8601 date and time")
 
 
 def deserialize(payload: bytes) -> Reading | InvalidReading:

@@ -1,4 +1,4 @@
-"""The viewer: board, sparkline and table without a broker; plain mode and charts with one."""
+"""The viewer: board, sparkline and table without a broker; plain lines and table with one."""
 
 from __future__ import annotations
 
@@ -13,9 +13,7 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -23,29 +21,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING
-from conftest import crash
 from rich.console import Console
 
-from kafka_helpers import Script, consume_count, create_topic, produce, reading, run_script
-from kafka_io import read_to_end
-from launcher import BrokerProcess, find_free_port
-from sensor_settings import BrokerSettings, load_settings
+from conftest import crash
+from helpers import Script, create_topic, produce, run_script
+from sensor_lib.aggregates import Aggregate, InvalidAggregate, parse_aggregate
+from sensor_lib.processes import ServerProcess, find_free_port
+from sensor_lib.settings import load_settings
 from sensor_stream_viewer import (
-    METADATA_TIMEOUT,
-    Aggregate,
-    AggregateFeed,
-    InvalidAggregate,
     SensorBoard,
     ViewerSettings,
-    chart_figure,
-    collect_series,
+    board_aggregates,
     format_footer,
     format_plain_line,
-    parse_aggregate,
     render_table,
     sparkline,
-    window_stairs,
 )
 
 T0 = datetime(2026, 3, 1, 5, 8, 0, tzinfo=UTC)
@@ -67,6 +57,7 @@ def aggregate_message(start_s: int, count: int, low: float, mean: float, high: f
 
 
 # Recorded from a run of the processor: (key, value) as they sat on the topic.
+
 RECORDED = [
     (b"Sensor1", aggregate_message(0, 8, 21.37, 21.5, 21.9)),
     (b"Sensor10", aggregate_message(0, 7, 18.02, 18.25, 18.6)),
@@ -178,25 +169,13 @@ def test_parse_aggregate_rejects_malformed_messages(
         parse_aggregate(key, value)
 
 
-@dataclass
-class FakeConsumer:
-    """Hands out its messages on the first consume() call."""
-
-    messages: list[FakeMessage]
-
-    def consume(self, num_messages: int, timeout: float) -> list[FakeMessage]:
-        batch, self.messages = self.messages, []
-        return batch
-
-
-def test_feed_logs_and_skips_a_malformed_message(caplog: pytest.LogCaptureFixture) -> None:
-    consumer = FakeConsumer([FakeMessage(b"Sensor1", b"garbage", 41), FakeMessage(*RECORDED[0])])
-    stop, hurry = threading.Event(), threading.Event()
-    feed = AggregateFeed(consumer, "agg", [0], OFFSET_BEGINNING, math.inf, stop, hurry)  # type: ignore[arg-type]
+def test_a_malformed_message_is_logged_and_skipped(caplog: pytest.LogCaptureFixture) -> None:
+    board = SensorBoard()
+    messages = [FakeMessage(b"Sensor1", b"garbage", 41), FakeMessage(*RECORDED[0])]
     with caplog.at_level(logging.WARNING, logger="sensor_stream_viewer"):
-        assert list(feed.poll()) == [parse_aggregate(*RECORDED[0])]
-    assert feed.board.skipped == 1
-    assert list(feed.board.rows) == ["Sensor1"]
+        assert list(board_aggregates(iter(messages), board)) == [parse_aggregate(*RECORDED[0])]
+    assert board.skipped == 1
+    assert list(board.rows) == ["Sensor1"]
     assert [r.getMessage() for r in caplog.records] == [
         "Skipped malformed aggregate agg[0]@41: "
         "not UTF-8 JSON (Expecting value: line 1 column 1 (char 0))"
@@ -284,69 +263,6 @@ def test_plain_line_format_is_stable() -> None:
     )
 
 
-# --- Chart data, without a broker ----------------------------------------------------------
-
-
-def test_window_stairs_have_a_step_per_window_a_blank_step_per_gap_and_skip_repeats() -> None:
-    windows = [
-        parse_aggregate(b"S", aggregate_message(0, 1, 1.0, 2.0, 3.0)),
-        parse_aggregate(b"S", aggregate_message(10, 1, 4.0, 5.0, 6.0)),
-        parse_aggregate(b"S", aggregate_message(10, 1, 4.0, 5.0, 6.0)),  # a repeat
-        parse_aggregate(b"S", aggregate_message(30, 1, 7.0, 8.0, 9.0)),
-    ]
-    edges, steps = window_stairs(windows)
-    assert edges == [T0 + timedelta(seconds=s) for s in (0, 10, 20, 30, 40)]
-    assert steps[:2] == [(1.0, 2.0, 3.0), (4.0, 5.0, 6.0)]
-    assert all(math.isnan(value) for value in steps[2])  # the gap from 20 s to 30 s stays blank
-    assert steps[3] == (7.0, 8.0, 9.0)
-
-
-def test_collect_series_groups_by_sensor_and_skips_malformed(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    aggregates = [FakeMessage(k, v) for k, v in RECORDED] + [FakeMessage(b"Sensor1", b"x")]
-    raw = [
-        FakeMessage(b"Sensor1", reading("2026-03-01T05:08:03Z", 21.4)),
-        FakeMessage(b"Sensor1", reading("2026-03-01T05:08:01+00:00", 21.2)),
-        FakeMessage(b"Sensor3", reading("2026-03-01T05:08:02Z", 19.0)),
-        FakeMessage(None, reading("2026-03-01T05:08:02Z", 19.0)),
-        FakeMessage(b"Sensor3", b'{"ts": "2026-03-01T05:08:02Z"}'),
-        FakeMessage(b"Sensor1", b'{"ts": "2026-03-01T05:08:09Z", "watermark": true}'),
-    ]
-    with caplog.at_level(logging.WARNING, logger="sensor_stream_viewer"):
-        series = collect_series(aggregates, raw)
-    assert list(series) == ["Sensor1", "Sensor2", "Sensor3", "Sensor10"]
-    assert series["Sensor1"].readings == [
-        (T0 + timedelta(seconds=1), 21.2),
-        (T0 + timedelta(seconds=3), 21.4),
-    ]
-    assert [w.start_ms for w in series["Sensor1"].windows] == [ms(0), ms(10), ms(20)]
-    assert series["Sensor3"].windows == []
-    assert caplog.messages == ["Skipped 3 malformed messages while charting"]
-
-
-def test_chart_has_a_panel_per_sensor_with_points_mean_and_band() -> None:
-    series = collect_series(
-        [FakeMessage(k, v) for k, v in RECORDED],
-        [FakeMessage(b"Sensor2", reading("2026-03-01T05:08:12Z", 24.1))],
-    )
-    figure = chart_figure(series)
-    assert [ax.get_title(loc="left") for ax in figure.axes] == [
-        "Sensor1: 0 readings, 3 windows",
-        "Sensor2: 1 readings, 1 windows",
-        "Sensor10: 0 readings, 1 windows",
-    ]
-    assert [[p.get_label() for p in ax.patches] for ax in figure.axes] == [
-        ["window min-max", "window mean"]
-    ] * 3
-    assert [len(ax.collections[0].get_offsets()) for ax in figure.axes] == [0, 1, 0]
-    band, mean = figure.axes[0].patches
-    assert list(band.get_data().values) == [21.9, 22.1, 21.95]  # max over min
-    assert list(band.get_data().baseline) == [21.37, 21.4, 21.3]
-    assert list(mean.get_data().values) == [21.5, 21.75, 21.625]
-    assert mean.get_data().baseline is None  # a line, no area down to 0
-
-
 def test_settings_come_from_flags_over_environment_over_defaults(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -356,23 +272,16 @@ def test_settings_come_from_flags_over_environment_over_defaults(
         "earliest",
         0.0,
     )
-    assert (defaults.plain, defaults.plot, defaults.plot_timeout) == (False, None, 30.0)
-    for name, value in {
-        "START_AT": "latest",
-        "DURATION": "5",
-        "PLOT_TIMEOUT": "7",
-        "PLAIN": "true",
-    }.items():
+    assert defaults.plain is False
+    for name, value in {"START_AT": "latest", "DURATION": "5", "PLAIN": "true"}.items():
         monkeypatch.setenv(name, value)
-    from_env = load_settings(ViewerSettings, ["--duration", "9", "--plot", "out.SVG"])
-    assert (from_env.start_at, from_env.duration, from_env.plot_timeout) == ("latest", 9.0, 7.0)
-    assert (from_env.plain, from_env.plot) == (True, Path("out.SVG"))
+    from_env = load_settings(ViewerSettings, ["--duration", "9"])
+    assert (from_env.start_at, from_env.duration, from_env.plain) == ("latest", 9.0, True)
 
 
 @pytest.mark.parametrize(
     ("flags", "error"),
     [
-        (["--plot", "out.html"], "--plot (PLOT): Value error, the chart file must end in one of"),
         (["--start-at", "middle"], "--start-at (START_AT): Input should be 'earliest' or 'latest'"),
         (["--duration", "-1"], "--duration (DURATION): Input should be greater than or equal to 0"),
     ],
@@ -387,6 +296,7 @@ def test_a_bad_setting_is_a_one_line_usage_error(
     assert error in line
 
 
+@pytest.mark.integration
 def test_viewer_exits_1_with_one_line_when_no_broker_answers() -> None:
     port = find_free_port()
     result = run_script(
@@ -480,103 +390,6 @@ def test_viewer_reads_the_topic_to_its_end_before_it_exits_on_sigterm(
     assert lines.count("Sensor3 05:58:00-05:58:10 count=9 min=20.00 mean=21.00 max=22.00") == 1
 
 
-# A small real run: hand-made readings spanning 35 s of event time, aggregated by
-# the real processor. Each sensor gets 3 closed windows; the 4th stays open.
-SENSOR_VALUES = {"Sensor1": [20.0, 20.5, 21.0, 21.5, 22.0], "Sensor2": [25.0, 24.0, 23.0]}
-READINGS_PER_SENSOR = 35
-
-
-@dataclass(frozen=True)
-class RealRun:
-    broker_address: str
-    raw: str
-    agg: str
-
-
-@pytest.fixture(scope="module")
-def real_run(broker_address: str, tmp_path_factory: pytest.TempPathFactory) -> RealRun:
-    prefix = f"viewer_chart_{uuid.uuid4().hex[:8]}"
-    run = RealRun(broker_address, f"{prefix}-raw", f"{prefix}-agg")
-    now = datetime.now(UTC)
-    base = now.replace(second=now.second // 10 * 10, microsecond=0) - timedelta(seconds=60)
-    messages: list[tuple[str | bytes | None, bytes | None]] = [
-        (sensor, reading((base + timedelta(seconds=i)).isoformat(), values[i % len(values)]))
-        for i in range(READINGS_PER_SENSOR)
-        for sensor, values in SENSOR_VALUES.items()
-    ]
-    messages.insert(7, ("Sensor1", b"not a reading"))
-    create_topic(broker_address, run.raw)
-    create_topic(broker_address, run.agg)  # a reader subscribed to a missing topic never sees it
-    produce(broker_address, run.raw, messages)
-    state_dir = tmp_path_factory.mktemp("state")
-    with Script(
-        "sensor_stream_processor.py",
-        *("--broker-address", broker_address, "--raw-topic", run.raw, "--agg-topic", run.agg),
-        *("--consumer-group", f"{prefix}-group", "--state-dir", str(state_dir)),
-        *("--partitions", "1"),
-    ) as processor:
-        consume_count(broker_address, run.agg, 6, timeout=90)
-        assert processor.stop() == 0
-    return run
-
-
-def plot(run: RealRun, path: Path) -> None:
-    result = run_script(
-        "sensor_stream_viewer.py",
-        *("--broker-address", run.broker_address, "--raw-topic", run.raw, "--agg-topic", run.agg),
-        *("--plot", str(path)),
-    )
-    assert result.returncode == 0, result.stderr
-    assert f"Wrote {path}: 2 sensors, 70 readings, 6 windows" in result.stderr
-
-
-@pytest.mark.integration
-def test_png_chart_from_a_real_run(real_run: RealRun, tmp_path: Path) -> None:
-    path = tmp_path / "chart.png"
-    plot(real_run, path)
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert 20_000 < path.stat().st_size < 300_000
-
-
-@pytest.mark.integration
-def test_chart_figure_from_a_real_run_has_the_right_series(real_run: RealRun) -> None:
-    broker = BrokerSettings(broker_address=real_run.broker_address)
-    series = collect_series(read_to_end(broker, real_run.agg), read_to_end(broker, real_run.raw))
-    figure = chart_figure(series)
-    assert [ax.get_title(loc="left") for ax in figure.axes] == [
-        "Sensor1: 35 readings, 3 windows",
-        "Sensor2: 35 readings, 3 windows",
-    ]
-    # One step per window. Sensor1 cycles 5 values, so every 10-reading window has
-    # the same mean, while Sensor2's 3-value cycle shifts.
-    expected = [([20.0] * 3, [21.0] * 3, [22.0] * 3), ([23.0] * 3, [24.1, 24.0, 23.9], [25.0] * 3)]
-    for ax, (mins, means, maxes) in zip(figure.axes, expected, strict=True):
-        band, mean = ax.patches
-        (points,) = ax.collections
-        assert len(points.get_offsets()) == READINGS_PER_SENSOR
-        assert list(band.get_data().baseline) == mins
-        assert list(mean.get_data().values) == pytest.approx(means)
-        assert list(band.get_data().values) == maxes
-        assert len(mean.get_data().edges) == 4  # three adjacent windows, no gap
-
-
-@pytest.mark.integration
-def test_chart_of_a_missing_topic_exits_1_with_one_line(
-    broker_address: str, names: Any, tmp_path: Path
-) -> None:
-    create_topic(broker_address, names.agg)
-    result = run_script(
-        "sensor_stream_viewer.py", "--broker-address", broker_address, "--agg-topic", names.agg,
-        "--raw-topic", names.raw, "--plot", str(tmp_path / "chart.png"),
-    )  # fmt: skip
-    assert result.returncode == 1
-    (line,) = result.stderr.splitlines()
-    assert (
-        f"ERROR sensor_stream_viewer: Topic {names.raw} does not exist at {broker_address}" in line
-    )
-    assert not (tmp_path / "chart.png").exists()
-
-
 @pytest.mark.integration
 def test_live_table_in_a_terminal(broker_address: str, names: Any) -> None:
     create_topic(broker_address, names.agg)
@@ -610,7 +423,7 @@ def test_live_table_in_a_terminal(broker_address: str, names: Any) -> None:
 
 @pytest.mark.integration
 def test_a_lost_broker_is_one_line_and_a_stop_still_exits_0(
-    names: Any, start_broker: Callable[..., BrokerProcess]
+    names: Any, start_broker: Callable[..., ServerProcess]
 ) -> None:
     port = find_free_port()
     address = f"127.0.0.1:{port}"
@@ -636,7 +449,7 @@ def test_a_lost_broker_is_one_line_and_a_stop_still_exits_0(
 
 @pytest.mark.integration
 def test_a_viewer_waiting_for_its_topic_waits_on_through_a_broker_outage(
-    names: Any, start_broker: Callable[..., BrokerProcess]
+    names: Any, start_broker: Callable[..., ServerProcess]
 ) -> None:
     port = find_free_port()
     address = f"127.0.0.1:{port}"
@@ -649,7 +462,7 @@ def test_a_viewer_waiting_for_its_topic_waits_on_through_a_broker_outage(
             viewer.wait_for_output(f"Lost the broker at {address}", timeout=30)
             # Away longer than one metadata request may take: the request fails, and the
             # viewer must wait on rather than end in a traceback.
-            time.sleep(METADATA_TIMEOUT + 2)
+            time.sleep(10 + 2)  # kafka_io.partitions_of asks for 10 s
             assert viewer.process.poll() is None, viewer.output()
             broker.start()  # empty: the topic comes as a processor would create it
             create_topic(address, names.agg)
@@ -665,7 +478,7 @@ def test_a_viewer_waiting_for_its_topic_waits_on_through_a_broker_outage(
 
 @pytest.mark.integration
 def test_the_viewer_goes_on_showing_windows_once_the_broker_is_back(
-    broker_to_crash: BrokerProcess, names: Any
+    broker_to_crash: ServerProcess, names: Any
 ) -> None:
     address = broker_to_crash.address
     create_topic(address, names.agg)

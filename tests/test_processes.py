@@ -21,9 +21,10 @@ import pytest
 from processes import command_of, poll_until, running
 
 REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.integration  # each test runs a block in a process of its own
 
 BENCHMARK = """
-with launcher.exit_when_stopped("stopped; cleaned up"):
+with processes.exit_when_stopped("stopped; cleaned up"):
     try:
         {body}
     finally:
@@ -31,7 +32,7 @@ with launcher.exit_when_stopped("stopped; cleaned up"):
 """
 SCRIPT = """
 try:
-    with launcher.interrupted_by_stop_signals():
+    with processes.StopSignals.install().interrupting():
         {body}
 except KeyboardInterrupt:
     print("Stopped", flush=True)
@@ -56,7 +57,7 @@ DROPPED = in_a_del(SIGNAL)
 
 
 def run_block(block: str, body: str, **fields: object) -> subprocess.CompletedProcess[str]:
-    code = "import os, signal, sys, time\nimport kafka_io, launcher, sensor_settings\n"
+    code = "import os, signal, sys, time\nfrom sensor_lib import kafka_io, processes, settings\n"
     code += block.format(body=textwrap.indent(body.format(**fields), " " * 8).strip())
     return subprocess.run(
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=30
@@ -117,7 +118,7 @@ def test_waiting_for_the_broker_stops_even_when_the_interrupt_was_swallowed() ->
         body = (
             SWALLOWED.format("SIGINT")
             + """
-broker = sensor_settings.BrokerSettings(broker_address="127.0.0.1:{port}")
+broker = settings.BrokerSettings(broker_address="127.0.0.1:{port}")
 kafka_io.wait_for_broker(broker, 120)
 print("the broker answered", flush=True)"""
         )
@@ -130,7 +131,7 @@ def test_starting_a_child_runs_no_python_here_while_it_forks() -> None:
     # processor: Python printed that KeyboardInterrupt's traceback ("Exception ignored
     # in") and dropped it. With no at-fork handler run, such a signal cannot land there.
     body = """os.register_at_fork(after_in_parent=lambda: os.kill(os.getpid(), signal.SIGTERM))
-print("the child exited with", launcher.start_child(["true"]).wait(), flush=True)"""
+print("the child exited with", processes.start_child(["true"]).wait(), flush=True)"""
     done = run_block(BENCHMARK, body)
     assert (done.returncode, done.stdout, done.stderr) == (
         0,
@@ -140,7 +141,7 @@ print("the child exited with", launcher.start_child(["true"]).wait(), flush=True
 
 
 def test_a_child_started_here_is_stopped_when_we_are_killed() -> None:
-    body = """child = launcher.start_child(["sleep", "60"])
+    body = """child = processes.start_child(["sleep", "60"])
 while not open(f"/proc/{{child.pid}}/cmdline").read().startswith("sleep"):  # it has begun
     time.sleep(0.01)
 print(child.pid, flush=True)

@@ -1,11 +1,12 @@
 """Run Apache Kafka on 127.0.0.1 without Docker: one KRaft node, data in a temporary folder.
 
 Uses the official Apache Kafka 4.4 jars, which Maven fetches once from Maven
-Central into kafka/lib/ (see kafka/pom.xml). Needs Java 17+ and Maven. The
-broker is also its own controller; its data folder is removed when it stops.
+Central into kafka_dist/lib/ beside this file (see kafka_dist/pom.xml). Needs Java
+17+ and Maven. The broker is also its own controller; its data folder is removed
+when it stops.
 
-    python kafka_broker.py --port 19092     # then BROKER_ADDRESS=localhost:19092
-    python kafka_broker.py --port 19092 --sasl-port 19094 --scram-user alice:alice-secret
+    python -m sensor_lib.kafka_broker --port 19092     # then BROKER_ADDRESS=localhost:19092
+    python -m sensor_lib.kafka_broker --port 19092 --sasl-port 19094 --scram-user alice:alice-secret
 
 Tests and benchmarks use the `KafkaBroker` class directly.
 """
@@ -26,9 +27,14 @@ from pathlib import Path
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from launcher import BrokerProcess, BrokerStartError, find_free_port, serve_in_foreground
+from sensor_lib.processes import (
+    ServerProcess,
+    ServerStartError,
+    find_free_port,
+    serve_in_foreground,
+)
 
-KAFKA_DIR = Path(__file__).resolve().parent / "kafka"
+KAFKA_DIR = Path(__file__).resolve().parent / "kafka_dist"
 JARS = KAFKA_DIR / "lib"
 MAIN_JAR = "kafka_2.13-4.4.0.jar"
 SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
@@ -39,14 +45,14 @@ def find_java() -> str:
     """The `java` command, if it is Java 17 or newer; otherwise say how to get one."""
     java = shutil.which("java")
     if java is None:
-        raise BrokerStartError(
+        raise ServerStartError(
             "Apache Kafka needs Java 17 or newer and `java` was not found; install a JDK "
             "(apt-get install openjdk-17-jre-headless) or use the embedded broker: make broker"
         )
     shown = subprocess.run([java, "-version"], capture_output=True, text=True, check=False)
     found = re.search(r'version "(\d+)', shown.stderr)
     if found is None or int(found.group(1)) < 17:
-        raise BrokerStartError(
+        raise ServerStartError(
             f"Apache Kafka needs Java 17 or newer; `{java} -version` says "
             f"{shown.stderr.splitlines()[0] if shown.stderr else 'nothing'}; install a JDK 17 "
             "(apt-get install openjdk-17-jre-headless) or use the embedded broker: make broker"
@@ -55,20 +61,20 @@ def find_java() -> str:
 
 
 def fetch_jars() -> Path:
-    """Kafka's jars in kafka/lib/, fetched by Maven the first time only."""
+    """Kafka's jars in sensor_lib/kafka_dist/lib/, fetched by Maven the first time only."""
     if (JARS / MAIN_JAR).exists():
         return JARS
     mvn = shutil.which("mvn")
     if mvn is None:
-        raise BrokerStartError(
-            "Apache Kafka's jars are not in kafka/lib/ yet and `mvn` was not found to fetch "
-            "them; install Maven (apt-get install maven) or use the embedded broker: make broker"
+        raise ServerStartError(
+            f"Apache Kafka's jars are not in {JARS} yet and `mvn` was not found to fetch them;"
+            " install Maven (apt-get install maven) or use the embedded broker: make broker"
         )
     # Test workers may start brokers at once: one fetches, the others wait for it.
     with open(KAFKA_DIR / ".fetch.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (JARS / MAIN_JAR).exists():
-            print("Fetching Apache Kafka's jars from Maven Central into kafka/lib/ (once)...",
+            print(f"Fetching Apache Kafka's jars from Maven Central into {JARS} (once)...",
                   file=sys.stderr, flush=True)  # fmt: skip
             partial = KAFKA_DIR / "lib.partial"
             shutil.rmtree(partial, ignore_errors=True)
@@ -79,7 +85,7 @@ def fetch_jars() -> Path:
             )  # fmt: skip
             if fetched.returncode != 0:
                 last = (fetched.stdout + fetched.stderr).strip().splitlines()[-1:]
-                raise BrokerStartError(f"Maven could not fetch Kafka's jars: {' '.join(last)}")
+                raise ServerStartError(f"Maven could not fetch Kafka's jars: {' '.join(last)}")
             partial.rename(JARS)
     return JARS
 
@@ -102,7 +108,7 @@ def parse_scram_user(text: str) -> tuple[str, str]:
     return name, password
 
 
-class KafkaBroker(BrokerProcess):
+class KafkaBroker(ServerProcess):
     """A single-node Apache Kafka (KRaft) on 127.0.0.1; use it as a context manager."""
 
     name = "Apache Kafka"
@@ -194,7 +200,7 @@ class KafkaBroker(BrokerProcess):
         if formatted.returncode != 0:
             lines = (formatted.stderr or formatted.stdout).strip().splitlines() or ["no output"]
             errors = [line for line in lines if "Exception" in line] or lines[-1:]
-            raise BrokerStartError(f"formatting Kafka's storage failed: {errors[0]}")
+            raise ServerStartError(f"formatting Kafka's storage failed: {errors[0]}")
 
     def is_ready(self) -> bool:
         """The broker answers metadata requests and lists itself: it can take topics."""

@@ -1,14 +1,17 @@
-"""Run the whole pipeline at once: broker, producer, processor and a live view of the results.
+"""Run the whole pipeline at once: broker, database, producer, processor, sink and a live view.
 
 `make demo` runs this. It uses the broker at BROKER_ADDRESS if one answers, else
-Redpanda if a Docker engine runs, else the embedded broker. Every run starts
-afresh, so the tenth works like the first: topics and consumer group of its own,
-named after the time it started, and a new window-state folder, removed at the end.
+Redpanda if a Docker engine runs, else the embedded broker; and the database at
+POSTGRES_URL if set, else an embedded PostgreSQL with its data in the log folder.
+Every run starts afresh, so the tenth works like the first: topics and consumer
+groups of its own, named after the time it started, and new window state and
+database, removed at the end.
 
 It stops (Ctrl-C, SIGTERM, SIGHUP, its parent's exit, or --duration) in the order
 that leaves a true last picture: the producer (its final watermarks close every
 sensor's last window); the processor, once it has committed the raw topic's end;
-the viewer, which reads the aggregate topic to its end; then the broker.
+the sink, once it has committed the aggregate topic's end; the viewer, which reads
+the aggregate topic to its end; then the database and the broker.
 """
 
 from __future__ import annotations
@@ -21,36 +24,43 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import defaultdict
 from contextlib import ExitStack, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from subprocess import Popen
-from typing import IO, Any
+from typing import IO
 
-from confluent_kafka import Consumer, ConsumerGroupState, KafkaException, TopicPartition
+import psycopg2
+from confluent_kafka import ConsumerGroupState, KafkaException
 from confluent_kafka.admin import AdminClient
 from pydantic import Field, NonNegativeFloat, PositiveInt, SecretStr, model_validator
 
-import launcher
-from embedded_broker import PROCESSOR_PRODUCER_CONFIG, EmbeddedBroker
-from kafka_io import (
+from sensor_lib import processes
+from sensor_lib.embedded_broker import PROCESSOR_PRODUCER_CONFIG, EmbeddedBroker
+from sensor_lib.kafka_io import (
     BrokerUnavailable,
     TopicError,
     client_logging,
+    committed_offsets,
     ensure_topic,
     read_to_end,
     wait_for_broker,
 )
-from sensor_settings import BrokerSettings, load_settings
+from sensor_lib.postgres_server import PostgresServer
+from sensor_lib.postgres_sink import count_rows, prepare_table, redact
+from sensor_lib.processes import StopSignals
+from sensor_lib.quix_app import CannotRun
+from sensor_lib.settings import BrokerSettings, load_settings
 
-REPO = Path(__file__).resolve().parent
+REPO = Path(__file__).resolve().parent.parent
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "0.0.0.0")  # noqa: S104 (a name, not a bind)
 STOP_TIMEOUT = 30.0  # seconds a script may take to stop before it is killed
-CATCH_UP_TIMEOUT = 60.0  # seconds to wait for the processor to finish the raw topic
-# A run's own topics: demo-<time>-raw, -agg, -raw-dlq, and the processor's changelog.
+# Where the scripts serve /metrics, if free (docs/metrics.md scrapes these), else any free port.
+METRICS_PORTS = {"producer": 9101, "processor": 9102, "sink": 9103}
+CATCH_UP_TIMEOUT = 60.0  # seconds to wait for the processor (or sink) to finish its topic
+# A run's own topics: demo-<time>-raw, -agg, -raw-dlq, -agg-dlq, and the processor's changelog.
 RUN_TOPIC = re.compile(r"^(?:changelog__)?(demo-\d{8}T\d{6})-")
 ACTIVE_GROUP_STATES = (
     ConsumerGroupState.STABLE,
@@ -73,8 +83,12 @@ class DemoSettings(BrokerSettings):
     agg_topic: str = Field("", description="aggregate topic; default demo-<UTC time>-agg")
     dlq_topic: str = Field("", description="dead-letter topic; default <raw topic>-dlq")
     consumer_group: str = Field("", description="processor's group; default demo-<UTC time>-group")
+    postgres_url: SecretStr | None = Field(
+        None, description="the sink's database; default: an embedded PostgreSQL in DEMO_LOG_DIR"
+    )
+    sink_table: str = Field("sensor_windows", description="the sink's table of windows")
     demo_log_dir: Path = Field(
-        Path("demo-logs"), description="folder for the scripts' logs and this run's window state"
+        Path("demo-logs"), description="folder for the logs, and this run's state and database"
     )
     remove_old_runs: bool = Field(
         False,
@@ -91,6 +105,10 @@ class DemoSettings(BrokerSettings):
         self.consumer_group = self.consumer_group or f"{run}-group"
         return self
 
+    @property
+    def sink_group(self) -> str:
+        return f"{self.consumer_group}-sink"
+
 
 def say(message: str) -> None:
     with suppress(OSError):  # a closed terminal: nobody is left to tell
@@ -104,7 +122,7 @@ def choose_broker(
     """A broker's address, and what the scripts need there; `stack` stops one we started."""
     host, _, port = settings.broker_address.rpartition(":")
     ours = port.isdigit() and host.strip("[]") in LOCAL_HOSTS  # one host:port on this machine
-    free = int(port) if ours and not launcher.is_listening("127.0.0.1", int(port)) else None
+    free = int(port) if ours and not processes.is_listening("127.0.0.1", int(port)) else None
     if free is None:  # something listens there, or the address is not ours: is it Kafka?
         with suppress(BrokerUnavailable):
             wait_for_broker(settings, timeout=3)
@@ -122,6 +140,19 @@ def choose_broker(
     say(f"no broker and no Docker engine; started the embedded broker on {broker.address}")
     # Its high-watermark quirk (README, Brokers) needs this for the processor's restarts.
     return broker.address, {"PRODUCER_CONFIG": PROCESSOR_PRODUCER_CONFIG}
+
+
+def choose_database(settings: DemoSettings, log_dir: Path, stack: ExitStack) -> str:
+    """POSTGRES_URL, or an embedded server of this run's own; `stack` stops one we started."""
+    if settings.postgres_url is not None:
+        url = settings.postgres_url.get_secret_value()
+        say(f"using the database at {redact(url)}")
+    else:
+        server = stack.enter_context(PostgresServer(log_dir / "postgres"))
+        url = server.url
+        say(f"no POSTGRES_URL; started an embedded PostgreSQL on {server.address}")
+    prepare_table(url, settings.sink_table)  # one line and exit 1 if it refuses us
+    return url
 
 
 def remove_old_runs(broker: DemoSettings) -> int:
@@ -148,7 +179,8 @@ def remove_old_runs(broker: DemoSettings) -> int:
         if topics := [topic for run in old for topic in runs[run]]:
             for future in admin.delete_topics(topics, operation_timeout=30).values():
                 future.result(timeout=60)
-            for future in admin.delete_consumer_groups([f"{run}-group" for run in old]).values():
+            old_groups = [f"{run}-group{sink}" for run in old for sink in ("", "-sink")]
+            for future in admin.delete_consumer_groups(old_groups).values():
                 with suppress(KafkaException):  # a run stopped before its first commit has none
                     future.result(timeout=30)
     except (BrokerUnavailable, KafkaException) as exc:
@@ -182,70 +214,59 @@ def lock_log_dir(log_dir: Path) -> IO[str] | None:
 
 
 # --- 3. Stopping in the order that leaves a true last picture --------------------------------
-class StopRequest:
-    """Set by Ctrl-C, SIGTERM, SIGHUP or our parent's exit; a second one, or SIGHUP, hurries."""
-
-    def __init__(self) -> None:
-        self.requested, self.hurry = threading.Event(), threading.Event()
-
-    def __call__(self, signum: int, frame: Any) -> None:
-        if signum == signal.SIGHUP or self.requested.is_set():
-            launcher.set_from_handler(self.hurry)
-        launcher.set_from_handler(self.requested)
-
-
-def wait_for_processor(
-    broker: DemoSettings, processor: Popen[bytes], stop: StopRequest
-) -> str | None:
-    """Wait until the processor's group has committed the raw topic's end: None, or why not.
-
-    The producer has stopped, so the raw topic no longer grows. Its true end is
-    found by reading it: high watermarks are not exact on every broker.
-    """
+def wait_for_group(
+    broker: DemoSettings, topic: str, group: str, script: tuple[str, Popen[bytes]],
+    stop: StopSignals,
+) -> str | None:  # fmt: skip
+    """Wait until `group` has committed the end of `topic`, which no longer grows: None, or
+    why not. The true end is found by reading the topic: high watermarks are not exact on
+    every broker."""
+    name, process = script
     deadline = time.monotonic() + CATCH_UP_TIMEOUT
-    # Only reads the group's commits: it never joins the group and never commits.
-    consumer = Consumer({**broker.librdkafka_config(), "group.id": broker.consumer_group})
     try:
-        ends = {m.partition(): m.offset() + 1 for m in read_to_end(broker, broker.raw_topic)}
-        wanted = [TopicPartition(broker.raw_topic, partition) for partition in ends]
+        ends = {m.partition(): m.offset() + 1 for m in read_to_end(broker, topic)}
         while True:
-            done = {tp.partition: tp.offset for tp in consumer.committed(wanted, timeout=10)}
-            if (left := sum(max(end - done[p], 0) for p, end in ends.items())) == 0:
+            done = committed_offsets(broker, group, topic)
+            if (left := sum(max(end - done.get(p, 0), 0) for p, end in ends.items())) == 0:
                 return None
-            if processor.poll() is not None:
-                return f"the processor exited with status {processor.returncode}"
+            if process.poll() is not None:
+                return f"the {name} exited with status {process.returncode}"
             if time.monotonic() > deadline:
-                return f"the processor had {left} messages left after {CATCH_UP_TIMEOUT:g}s"
+                return f"the {name} had {left} messages left after {CATCH_UP_TIMEOUT:g}s"
             if stop.hurry.wait(0.2):
-                return "stopped without waiting for the processor"
+                return f"stopped without waiting for the {name}"
     except (KafkaException, TimeoutError) as exc:
-        return f"could not check the processor's progress ({exc})"
-    finally:
-        consumer.close()
+        return f"could not check the {name}'s progress ({exc})"
 
 
 def stop_in_order(
-    broker: DemoSettings, scripts: dict[str, Popen[bytes]], stop: StopRequest, early: str | None
+    broker: DemoSettings, scripts: dict[str, Popen[bytes]], stop: StopSignals, early: str | None
 ) -> str | None:
-    """Producer, processor (once it is done), viewer; why the processor was not done, if so."""
-    launcher.stop_child(scripts["producer"], STOP_TIMEOUT)
+    """Producer, processor and sink (once each is done), viewer; why one was not done, if so."""
+    processes.stop_child(scripts["producer"], STOP_TIMEOUT)
     waited = None
     if not early and scripts["producer"].returncode == 0 and not stop.hurry.is_set():
-        waited = wait_for_processor(broker, scripts["processor"], stop)
+        s = broker
+        waited = wait_for_group(
+            s, s.raw_topic, s.consumer_group, ("processor", scripts["processor"]), stop
+        )
+        if waited is None:  # every aggregate is on its topic
+            waited = wait_for_group(s, s.agg_topic, s.sink_group, ("sink", scripts["sink"]), stop)
     if stop.hurry.is_set():  # nobody waits for the last picture; a second signal: no drain
-        for name in ("processor", "viewer", "viewer"):
+        for name in ("processor", "sink", "viewer", "viewer"):
             scripts[name].terminate()
             with suppress(subprocess.TimeoutExpired):
                 scripts[name].wait(0.5)
-    launcher.stop_child(scripts["processor"], STOP_TIMEOUT)
-    launcher.stop_child(scripts["viewer"], STOP_TIMEOUT)
+    for name in ("processor", "sink", "viewer"):
+        processes.stop_child(scripts[name], STOP_TIMEOUT)
     return waited
 
 
 # --- 4. The closing line -------------------------------------------------------------------
-def closing_summary(log_dir: Path, elapsed: float) -> str:
-    """`1234 readings, 250 windows, 0 dead letters in 25.3 s`, from the scripts' last words;
-    a script that stopped before its last words (while it started) is named."""
+def closing_summary(log_dir: Path, elapsed: float, rows: str = "?", table: str = "") -> str:
+    """`1234 readings, 250 windows, 0 dead letters, 250 rows in sensor_windows in 25.3 s`,
+    from the scripts' last words and the table; a script that stopped before its last words
+    (while it started) is named."""
     delivered = re.findall(r"Delivered (\d+) of", (log_dir / "producer.log").read_text())
     finals = re.findall(r"Final summary: (.*)", (log_dir / "processor.log").read_text())
     pairs = [part.strip().rsplit("=", 1) for part in finals[-1].split(",")] if finals else []
@@ -257,40 +278,58 @@ def closing_summary(log_dir: Path, elapsed: float) -> str:
         n for n, said in (("producer", delivered), ("processor", finals)) if not said
     )
     unsaid = f"; the {silent} stopped before reporting" if silent else ""
-    return f"{readings} readings, {windows} windows, {dead} dead letters in {elapsed:.1f} s{unsaid}"
+    stored = f", {rows} rows in {table}" if table else ""
+    return (
+        f"{readings} readings, {windows} windows, {dead} dead letters{stored} "
+        f"in {elapsed:.1f} s{unsaid}"
+    )
 
 
 # --- The demo ------------------------------------------------------------------------------
 def start_scripts(
     settings: DemoSettings, env: dict[str, str], log_dir: Path, stack: ExitStack
 ) -> dict[str, Popen[bytes]]:
-    """The processor and producer log to files; the viewer keeps our terminal for its table."""
+    """The processor, producer and sink log to files; the viewer keeps our terminal."""
 
     def command(name: str, *flags: str) -> list[str]:
-        return [sys.executable, str(REPO / f"sensor_stream_{name}.py"), *flags]
+        port = ports.get(name)
+        metrics = ["--metrics-port", str(port)] if port else []
+        return [sys.executable, str(REPO / f"sensor_stream_{name}.py"), *flags, *metrics]
+
+    ports = {
+        name: port if not processes.is_listening("127.0.0.1", port) else processes.find_free_port()
+        for name, port in METRICS_PORTS.items()
+    }
+    urls = [f"http://127.0.0.1:{port}/metrics ({name})" for name, port in ports.items()]
+    say(f"metrics at {', '.join(urls)}")
 
     s, raw = settings, ["--raw-topic", settings.raw_topic, "--partitions", str(settings.partitions)]
     scripts = {
-        "processor": launcher.start_child(
+        "processor": processes.start_child(
             command("processor", *raw, "--agg-topic", s.agg_topic, "--dlq-topic", s.dlq_topic,
                     "--consumer-group", s.consumer_group, "--state-dir", str(log_dir / "state"),
                     "--commit-interval", "1"),
             log=log_dir / "processor.log", env=env, cwd=REPO,
         ),
-        "producer": launcher.start_child(
+        "producer": processes.start_child(
             command("producer", *raw, "--count", "0", "--sensors", str(s.sensors),
                     "--rate", str(s.rate), "--backfill-seconds", str(s.backfill_seconds)),
             log=log_dir / "producer.log", env=env, cwd=REPO,
         ),
+        "sink": processes.start_child(
+            command("sink", "--agg-topic", s.agg_topic, "--consumer-group", s.sink_group,
+                    "--sink-table", s.sink_table, "--commit-interval", "1"),
+            log=log_dir / "sink.log", env=env, cwd=REPO,
+        ),
         # DURATION is the demo's (make exports it): the viewer runs until it is stopped.
         "viewer": Popen(
-            launcher.dying_with_parent(
+            processes.dying_with_parent(
                 command("viewer", "--agg-topic", s.agg_topic, "--duration", "0"), env),
             env=env, cwd=REPO, start_new_session=True,
         ),
     }  # fmt: skip
     for process in scripts.values():  # stopped with `stack` if anything fails
-        stack.callback(launcher.stop_child, process)
+        stack.callback(processes.stop_child, process)
     return scripts
 
 
@@ -299,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     if settings.remove_old_runs:
         return remove_old_runs(settings)
     started = time.monotonic()
-    launcher.on_stop_signals(stop := StopRequest())
+    stop = StopSignals.install(launcher=True)
     log_dir = settings.demo_log_dir.resolve()
     try:
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -311,7 +350,9 @@ def main(argv: list[str] | None = None) -> int:
         # An earlier run's window state belongs to its broker and topics: never reuse it.
         shutil.rmtree(log_dir / "state", ignore_errors=True)
         (log_dir / "state").mkdir(parents=True)
-        for name in ("broker.log", "producer.log", "processor.log"):
+        # Nor its database: the table holds this run's windows.
+        shutil.rmtree(log_dir / "postgres", ignore_errors=True)
+        for name in ("broker.log", "producer.log", "processor.log", "sink.log"):
             (log_dir / name).write_bytes(b"")  # the scripts append; each run starts empty
     except OSError as exc:
         say(f"cannot write the logs to {log_dir}/: {exc.strerror or exc}")
@@ -319,12 +360,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with ExitStack() as stack:  # stops what it holds in reverse: the scripts, then the broker
             address, needs = choose_broker(settings, log_dir, stack)
+            url = choose_database(settings, log_dir, stack)
+            # The password goes by the environment: a flag would show in `ps`.
+            needs = {**needs, "POSTGRES_URL": url}
             broker = settings.model_copy(update={"broker_address": address})
             for topic in (broker.raw_topic, broker.agg_topic, broker.dlq_topic):
                 ensure_topic(broker, topic, broker.partitions, broker.broker_timeout)
             say(
                 f"topics {broker.raw_topic}, {broker.agg_topic}, {broker.dlq_topic}; "
-                f"consumer group {broker.consumer_group}"
+                f"consumer groups {broker.consumer_group}, {broker.sink_group}"
             )
             say(f"logs in {log_dir}/; Ctrl-C stops the demo")
             scripts = start_scripts(broker, child_env(broker, needs), log_dir, stack)
@@ -334,19 +378,24 @@ def main(argv: list[str] | None = None) -> int:
                 if early := next((n for n, p in scripts.items() if p.poll() is not None), None):
                     break
             waited = stop_in_order(broker, scripts, stop, early)
-    except (launcher.BrokerStartError, BrokerUnavailable, TopicError, KafkaException,
+            try:
+                rows = str(count_rows(url, settings.sink_table))
+            except psycopg2.Error:
+                rows = "?"
+    except (processes.ServerStartError, BrokerUnavailable, TopicError, KafkaException, CannotRun,
             OSError, subprocess.SubprocessError) as exc:  # fmt: skip
         say(f"could not start: {exc}")
         return 1
     finally:
         shutil.rmtree(log_dir / "state", ignore_errors=True)
+        shutil.rmtree(log_dir / "postgres", ignore_errors=True)
 
     # Only now, below the viewer's last frame.
     if early:
         say(f"the {early} exited early with status {scripts[early].returncode}")
     if waited:
         say(f"the last windows may be missing: {waited}")
-    say(closing_summary(log_dir, time.monotonic() - started))
+    say(closing_summary(log_dir, time.monotonic() - started, rows, settings.sink_table))
     failed = [
         f"{name} (status {p.returncode})"
         for name, p in scripts.items()

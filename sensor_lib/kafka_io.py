@@ -8,25 +8,28 @@ clients' logs to one line while the broker is away.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
+    OFFSET_END,
     Consumer,
     KafkaError,
     KafkaException,
     Message,
+    Producer,
     TopicPartition,
 )
 from confluent_kafka.admin import AdminClient, NewTopic
 
-import launcher
-from sensor_settings import BrokerSettings
+from sensor_lib.processes import StopSignals, raise_if_stopped
+from sensor_lib.settings import BrokerSettings, TopicSettings, configure_logging
 
 HOW_TO_START_A_BROKER = (
     "start one with `docker compose up -d` (Redpanda, needs Docker), `make broker` "
@@ -61,7 +64,7 @@ def wait_for_broker(broker: BrokerSettings, timeout: float) -> None:
     })  # fmt: skip
     deadline = time.monotonic() + max(timeout, 0.5)
     while True:
-        launcher.raise_if_stopped()  # a C callback may have swallowed the KeyboardInterrupt
+        raise_if_stopped()  # a C callback may have swallowed the KeyboardInterrupt
         try:
             admin.list_topics(timeout=min(1.0, max(deadline - time.monotonic(), 0.1)))
             return
@@ -78,9 +81,34 @@ def wait_for_broker(broker: BrokerSettings, timeout: float) -> None:
             ) from exc
 
 
+def start_up(
+    settings: BrokerSettings, logger: logging.Logger, before: str, topics: Sequence[str] = ()
+) -> StopSignals:
+    """A script's start: its logging, then wait for the broker and create `topics`.
+
+    A stop meanwhile exits 0 with "Stopped before <before>"; no broker, or a topic it
+    refuses, exits 1 with one line. Returns the stop signals, for the rest of the run.
+    """
+    configure_logging("INFO", BrokerOutageLog(settings.broker_address))
+    stop = StopSignals.install()
+    try:
+        with stop.interrupting():  # stop at once, whatever the client is waiting for
+            wait_for_broker(settings, settings.broker_timeout)
+            for topic in topics:
+                assert isinstance(settings, TopicSettings)
+                ensure_topic(settings, topic, settings.partitions, settings.broker_timeout)
+    except KeyboardInterrupt:
+        logger.info("Stopped before %s", before)
+        raise SystemExit(0) from None
+    except (BrokerUnavailable, TopicError) as exc:
+        logger.error("%s", exc)
+        raise SystemExit(1) from None
+    return stop
+
+
 def silent_logger() -> logging.Logger:
     # librdkafka logs every failed connect attempt; the single line we raise is enough.
-    logger = logging.getLogger("kafka_io.silent")
+    logger = logging.getLogger("sensor_lib.kafka_io.silent")
     logger.propagate = False
     logger.addHandler(logging.NullHandler())
     return logger
@@ -118,11 +146,43 @@ def ensure_topic(
             f"could not create topic {name!r} at {broker.broker_address}: {exc.args[0].str()}"
         ) from None
     if (found := len(existing.partitions)) != partitions:
-        logging.getLogger("kafka_io").info(
+        logging.getLogger(__name__).info(
             "Topic %s already exists with %d partition%s; PARTITIONS=%d applies only to a "
             "topic a script creates", name, found, "s" * (found != 1), partitions,
         )  # fmt: skip
     return found
+
+
+class DeliveryReport:
+    """Counts what the broker confirmed; pass it as `on_delivery` to every produce()."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.logger = logger
+        self.delivered = 0
+        self.failed = 0
+        self.errors_logged: set[str] = set()
+
+    def __call__(self, err: KafkaError | None, msg: Message) -> None:
+        if err is None:
+            self.delivered += 1
+            return
+        self.failed += 1
+        # A broker outage fails every queued message alike: log each kind once;
+        # the final count says how many.
+        if err.str() not in self.errors_logged:
+            self.errors_logged.add(err.str())
+            self.logger.error("Delivery failed for key %s: %s", msg.key(), err)
+
+
+def produce(producer: Producer, topic: str, **message: Any) -> None:
+    """producer.produce(), waiting for room while the client's local queue is full."""
+    while True:
+        try:
+            producer.produce(topic, **message)
+            producer.poll(0)
+            return
+        except BufferError:  # serve delivery callbacks to make room
+            producer.poll(0.1)
 
 
 def read_to_end(
@@ -132,30 +192,38 @@ def read_to_end(
     timeout: float = 60.0,
     isolation: str = "read_uncommitted",
     keep: Callable[[Message], bool] = lambda message: True,
+    start: Mapping[int, int] | None = None,
+    give_up: threading.Event | None = None,
 ) -> list[Message]:
     """Every message on `topic` now, partition by partition, in offset order.
 
-    Reads from the beginning until each partition reports end-of-partition.
-    That is right on every broker here, where high watermarks are not: the
-    embedded broker under-reports them, but a fetch returns whole batches, and
-    the end-of-partition event comes after the last one.
+    Reads from the beginning (or from `start`, partition -> offset) until each
+    partition reports end-of-partition. That is right on every broker here, where
+    high watermarks are not: the embedded broker under-reports them, but a fetch
+    returns whole batches, and the end-of-partition event comes after the last one.
+    With `give_up` set meanwhile, it returns what it has read so far.
     """
     consumer = Consumer({
         **broker.librdkafka_config(),
+        **client_logging(),
         "group.id": f"read-to-end-{uuid.uuid4().hex}",  # assign() only; nothing is committed
         "enable.auto.commit": False,
         "enable.partition.eof": True,
         "isolation.level": isolation,
+        "fetch.wait.max.ms": 100,
     })  # fmt: skip
     try:
         metadata = consumer.list_topics(topic, timeout=timeout).topics[topic]
         if metadata.error is not None:
             raise KafkaException(metadata.error)
         waiting = set(metadata.partitions)
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in waiting])
+        offsets = start or {}
+        consumer.assign(
+            [TopicPartition(topic, p, offsets.get(p, OFFSET_BEGINNING)) for p in waiting]
+        )
         messages: list[Message] = []
         deadline = time.monotonic() + timeout
-        while waiting:
+        while waiting and not (give_up and give_up.is_set()):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{topic}: partitions {sorted(waiting)} not read to the end")
             for message in consumer.consume(num_messages=1000, timeout=0.2):
@@ -165,6 +233,98 @@ def read_to_end(
                 elif error.code() == KafkaError._PARTITION_EOF:
                     waiting.discard(message.partition())
         return sorted(messages, key=lambda m: (m.partition(), m.offset()))
+    finally:
+        consumer.close()
+
+
+def partitions_of(consumer: Consumer, topic: str, timeout: float = 10.0) -> list[int]:
+    """The topic's partition ids; empty if it does not exist yet, or the broker is away
+    for now (the client's log says so). It never makes the broker create the topic."""
+    try:
+        metadata = consumer.list_topics(timeout=timeout).topics.get(topic)  # all: no auto-create
+    except KafkaException:
+        return []
+    return [] if metadata is None or metadata.error is not None else sorted(metadata.partitions)
+
+
+def wait_for_partitions(
+    consumer: Consumer, topic: str, stop: StopSignals, deadline: float = math.inf
+) -> list[int]:
+    """The topic's partitions once it exists; empty after a stop or at `deadline`."""
+    if not (partitions := partitions_of(consumer, topic)):
+        logging.getLogger(__name__).info("Waiting for topic %s to appear", topic)
+    while not partitions:
+        consumer.poll(0)  # serves the client's log: an outage meanwhile is one line
+        if stop.requested.wait(0.5) or time.monotonic() >= deadline:
+            return []
+        partitions = partitions_of(consumer, topic)
+    return partitions
+
+
+def follow(
+    broker: BrokerSettings,
+    topic: str,
+    stop: StopSignals,
+    *,
+    start_at: str = "earliest",
+    deadline: float = math.inf,
+    drain_timeout: float = 10.0,
+) -> Iterator[Message]:
+    """Each message of `topic` as it arrives, from its beginning (or its end) on, until
+    a stop or `deadline`; after a stop, on to the topic's end as it is then (read_to_end,
+    from where it stands), unless a second stop hurries it. Waits for the topic to appear.
+
+    It assigns itself every partition rather than join a group: it shares work with
+    nobody and commits nothing, so it needs no rebalance wait and leaves no group behind.
+    """
+    consumer = Consumer({
+        **broker.librdkafka_config(),
+        **client_logging(),
+        "group.id": f"follow-{uuid.uuid4().hex}",
+        "enable.auto.commit": False,
+        "fetch.wait.max.ms": 100,  # a new message shows within 0.1 s on any broker
+    })  # fmt: skip
+    try:
+        if not (partitions := wait_for_partitions(consumer, topic, stop, deadline)):
+            return
+        # An explicit start offset: a committed one would be asked of a group coordinator,
+        # which a broker that has just started may not have yet.
+        start = OFFSET_BEGINNING if start_at == "earliest" else OFFSET_END
+        consumer.assign([TopicPartition(topic, p, start) for p in partitions])
+        here: dict[int, int] = {}
+        while not stop.requested.is_set() and time.monotonic() < deadline:
+            for message in consumer.consume(num_messages=500, timeout=0.25):
+                if message.error() is None:
+                    here[message.partition()] = message.offset() + 1
+                    yield message
+                elif message.error().code() != KafkaError._PARTITION_EOF:
+                    logging.getLogger(__name__).warning("Consumer error: %s", message.error())
+        if not stop.requested.is_set():
+            return  # the deadline: nobody waits for more
+        if not partitions_of(consumer, topic, timeout=2):  # the broker is gone with us
+            logging.getLogger(__name__).warning("The broker is away: %s not read to its end", topic)
+            return
+        here = {p: here.get(p, start) for p in partitions}
+        try:
+            yield from read_to_end(
+                broker, topic, timeout=drain_timeout, start=here, give_up=stop.hurry
+            )
+        except (TimeoutError, KafkaException) as exc:
+            logging.getLogger(__name__).warning("Could not read %s to its end: %s", topic, exc)
+    finally:
+        consumer.close()
+
+
+def committed_offsets(broker: BrokerSettings, group: str, topic: str) -> dict[int, int]:
+    """The offset `group` has committed on each partition of `topic`, 0 where none yet.
+    It only asks: it never joins the group and never commits."""
+    consumer = Consumer({**broker.librdkafka_config(), **client_logging(), "group.id": group})
+    try:
+        metadata = consumer.list_topics(topic, timeout=10).topics[topic]
+        if metadata.error is not None:
+            raise KafkaException(metadata.error)
+        wanted = [TopicPartition(topic, p) for p in metadata.partitions]
+        return {tp.partition: max(tp.offset, 0) for tp in consumer.committed(wanted, timeout=10)}
     finally:
         consumer.close()
 

@@ -16,8 +16,8 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
-import kafka_io
-from sensor_settings import BrokerSettings
+from sensor_lib import kafka_io
+from sensor_lib.settings import BrokerSettings
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -179,6 +179,11 @@ def wait_until_caught_up(
             last_error = f"(last error: {exc.args[0].str()})"
 
 
+def python_command(script: str) -> list[str]:
+    """`python <script>` for a file, `python -m <module>` for a module such as sensor_lib.demo."""
+    return [sys.executable, str(REPO / script) if script.endswith(".py") else f"-m{script}"]
+
+
 class Script:
     """One of the repo's scripts, run as a user would: `python <script> <flags>`."""
 
@@ -187,7 +192,7 @@ class Script:
             Path(os.environ.get("TMPDIR", "/tmp")) / f"{script}-{uuid.uuid4().hex[:8]}.log", "w+b"
         )
         self.process = subprocess.Popen(
-            [sys.executable, str(REPO / script), *args],
+            [*python_command(script), *args],
             cwd=REPO,
             env={**os.environ, **(env or {})},
             stdout=self.log,
@@ -237,7 +242,7 @@ def run_script(
     script: str, *args: str, timeout: float = 60.0, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, str(REPO / script), *args],
+        [*python_command(script), *args],
         cwd=REPO,
         env={**os.environ, **(env or {})},
         capture_output=True,

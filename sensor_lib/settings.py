@@ -1,9 +1,10 @@
 """Settings shared by the scripts, declared once with pydantic-settings.
 
-Each script has one settings class built on `BrokerSettings`. A setting is a
-flag, `--raw-topic`, and an environment variable of the same name, RAW_TOPIC;
-the flag wins over the variable, which wins over the default. `--help` shows
-both, from each field's description. A bad value is a one-line usage error.
+Each script has one settings class built on these. A setting is a flag,
+`--raw-topic`, and an environment variable of the same name, RAW_TOPIC; the flag
+wins over the variable, which wins over the default. `--help` shows both, from
+each field's description. A bad value is a one-line usage error (exit 2).
+docs/configuration.md lists them all; a test keeps it in step with these classes.
 """
 
 from __future__ import annotations
@@ -11,15 +12,19 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from typing import Annotated, Any, Literal, TypeVar
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self, TypeVar
 
 from pydantic import (
     BeforeValidator,
     Field,
+    Json,
     NonNegativeFloat,
+    PositiveFloat,
     PositiveInt,
     SecretStr,
     ValidationError,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict, SettingsError
 from quixstreams.kafka.configuration import ConnectionConfig
@@ -81,13 +86,64 @@ class BrokerSettings(BaseSettings):
         return self.connection().as_librdkafka_dict(plaintext_secrets=True)
 
 
-class RawTopicSettings(BrokerSettings):
-    """The raw topic, for the scripts that create it if it is missing."""
+class TopicSettings(BrokerSettings):
+    """For the scripts that create a topic when it is missing."""
+
+    partitions: PositiveInt = Field(3, description="partitions of a topic when a script creates it")
+
+
+class RawTopicSettings(TopicSettings):
+    """The raw topic, for the scripts that read or write it."""
 
     raw_topic: str = Field("raw-temperature", description="topic of raw readings")
-    partitions: PositiveInt = Field(
-        3, description="partitions of the raw topic when a script creates it"
+
+
+class MetricsSettings(BrokerSettings):
+    """Where a script serves its Prometheus metrics, if anywhere."""
+
+    metrics_port: int | None = Field(
+        None, ge=1, le=65535, description="serve Prometheus metrics at /metrics on this port"
     )
+    metrics_host: str = Field("127.0.0.1", description="address the metrics endpoint binds to")
+
+
+class QuixAppSettings(TopicSettings, MetricsSettings):
+    """What a Quix Streams Application needs: its group, state, guarantee and clients."""
+
+    consumer_group: str = Field(description="scripts in one group share the partitions")
+    auto_offset_reset: Literal["earliest", "latest"] = Field(
+        "earliest", description="where a new consumer group starts"
+    )
+    state_dir: Path = Field(Path("state"), description="local directory for window state")
+    processing_guarantee: Literal["at-least-once", "exactly-once"] = Field(
+        "at-least-once", description="exactly-once uses Kafka transactions"
+    )
+    exactly_once: bool = Field(False, description="same as --processing-guarantee exactly-once")
+    commit_interval: float = Field(
+        5.0, ge=0, description="seconds between commits (and transactions, with exactly-once)"
+    )
+    consumer_config: Json[dict[str, Any]] = Field(
+        "{}", description="extra librdkafka settings for the input consumer, a JSON object"
+    )
+    producer_config: Json[dict[str, Any]] = Field(
+        "{}", description="extra librdkafka settings for the output producer, a JSON object"
+    )
+    summary_interval: PositiveFloat = Field(60.0, description="seconds between counter summaries")
+    broker_outage_timeout: float = Field(
+        120.0, ge=0, description="seconds the broker may be away mid-run before we stop; 0 = never"
+    )
+    log_level: LogLevel = Field("INFO", description="logging level")
+
+    @model_validator(mode="after")
+    def _exactly_once(self) -> Self:
+        if self.exactly_once:
+            self.processing_guarantee = "exactly-once"
+        return self
+
+    @property
+    def group_state_dir(self) -> Path:
+        """Where Quix Streams keeps this consumer group's state."""
+        return self.state_dir / self.consumer_group
 
 
 Settings = TypeVar("Settings", bound=BaseSettings)

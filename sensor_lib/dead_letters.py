@@ -1,0 +1,79 @@
+"""The dead-letter topic: what a script cannot use goes there unchanged, with the reason why.
+
+Quix Streams hands a dataframe step the deserialized value only. A dead letter
+must keep the message's own bytes and headers, so the value deserializer keeps
+them in `current` (a `RawMessage`): Quix Streams runs the whole dataframe on one
+message before it polls the next, so every later step sees the message it handles.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import Any
+
+from confluent_kafka import KafkaError, Producer
+from quixstreams import message_context
+
+from sensor_lib.kafka_io import client_logging
+from sensor_lib.settings import BrokerSettings
+
+logger = logging.getLogger(__name__)
+
+
+class RawMessage:
+    """The bytes, headers and event time of the message being processed."""
+
+    __slots__ = ("event_ms", "headers", "payload")
+
+    def __init__(self) -> None:
+        self.payload: bytes | None = None
+        self.headers: Any = None
+        self.event_ms: int = 0
+
+
+current = RawMessage()
+
+
+class DeadLetterError(RuntimeError):
+    """A dead letter could not be written, so the script must not commit past it."""
+
+
+class DeadLetterSink:
+    """Writes dead letters to `topic`, each one flushed before the script moves on.
+
+    Flushing each one means the bad message's offset is never committed before its
+    dead letter is safe. `counts` holds the dead letters written, by reason.
+    """
+
+    def __init__(self, broker: BrokerSettings, topic: str) -> None:
+        self.broker, self.topic = broker, topic
+        self.counts: Counter[str] = Counter()
+        self._producer: Producer | None = None  # made at the first dead letter
+
+    def send(self, key: bytes | None, value: bytes | None, headers: Any, reason: str,
+             detail: str, extra: list[tuple[str, bytes]] = ()) -> None:  # fmt: skip
+        """Log one line saying where the message was, and write it with `error` headers."""
+        where = message_context()
+        logger.warning(
+            "Dead-lettered %s[%s]@%s key=%r: %s: %s",
+            where.topic, where.partition, where.offset, key, reason, detail,
+        )  # fmt: skip
+        if self._producer is None:
+            config = {**self.broker.librdkafka_config(), **client_logging()}
+            self._producer = Producer({**config, "enable.idempotence": True})
+        failures: list[KafkaError] = []
+        kept = [(k, v) for k, v in (headers or []) if k not in ("error", "error_detail")]
+        self._producer.produce(
+            self.topic,
+            key=key,
+            value=value,
+            headers=[*kept, *extra, ("error", reason.encode()), ("error_detail", detail.encode())],
+            on_delivery=lambda err, msg: failures.append(err) if err else None,
+        )
+        if self._producer.flush(30) > 0 or failures:
+            raise DeadLetterError(
+                f"could not write to dead-letter topic {self.topic}: "
+                f"{'; '.join(f.str() for f in failures) or 'not delivered within 30 s'}"
+            )
+        self.counts[reason] += 1

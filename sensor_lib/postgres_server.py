@@ -1,0 +1,144 @@
+"""Run PostgreSQL without Docker: the server from the `pgserver` wheel, on 127.0.0.1.
+
+`make demo` starts one when POSTGRES_URL is not set, the tests start one each, and
+`make postgres` starts one for the tutorial:
+
+    python -m sensor_lib.postgres_server --port 15432   # data in postgres-data/
+
+The server runs in the foreground as our child, so it stops with us (Ctrl-C, a
+closed terminal, or our own death). PostgreSQL refuses to run as root; as root,
+the server runs as `nobody`, which then owns the data folder, and every folder
+above the data and the binaries gets search permission for others (o+x) where it
+lacks it, as the `pgserver` package does itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import pwd
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import psycopg2
+
+from sensor_lib.processes import ServerProcess, ServerStartError, serve_in_foreground
+
+# The demo's and the tutorial's database; docker-compose.yml's postgres service has the same.
+USER, PASSWORD, DATABASE = "sensor", "sensor", "sensors"
+TUTORIAL_PORT = 15432
+
+
+def binaries() -> Path:
+    """The folder of initdb and postgres inside the pgserver wheel."""
+    spec = importlib.util.find_spec("pgserver")
+    if spec is None or not spec.submodule_search_locations:
+        raise ServerStartError(
+            "the embedded PostgreSQL needs the pgserver wheel: pip install -r requirements.txt"
+        )
+    return Path(spec.submodule_search_locations[0]) / "pginstall" / "bin"
+
+
+def reachable_by_others(path: Path) -> None:
+    """Give others search permission (o+x) on each folder above `path` that lacks it."""
+    for folder in [path, *path.parents]:
+        mode = folder.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            folder.chmod(mode | stat.S_IXOTH)
+
+
+class PostgresServer(ServerProcess):
+    """A PostgreSQL server on 127.0.0.1 with its data in `data_dir`; a context manager."""
+
+    name = "PostgreSQL"
+    stop_signal = signal.SIGINT  # "fast" shutdown: end the sessions, then stop
+
+    def __init__(self, data_dir: Path, port: int | None = None, **options: object) -> None:
+        super().__init__(port, **options)  # type: ignore[arg-type]
+        self.data_dir = data_dir.resolve()
+        self.log_path = self.log_path or self.data_dir / "server.log"  # made after initdb
+        self.bin = binaries()
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://{USER}:{PASSWORD}@{self.host}:{self.port}/{DATABASE}"
+
+    def run_as(self) -> tuple[int, int] | None:
+        if os.geteuid() != 0:
+            return None
+        nobody = pwd.getpwnam("nobody")
+        return nobody.pw_uid, nobody.pw_gid
+
+    def command(self) -> list[str]:
+        if not (self.data_dir / "PG_VERSION").exists():
+            self.initdb()
+        return [str(self.bin / "postgres"), "-D", str(self.data_dir), "-h", self.host,
+                "-p", str(self.port), "-k", str(self.data_dir)]  # fmt: skip
+
+    def initdb(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        user = self.run_as()
+        if user is not None:
+            os.chown(self.data_dir, *user)
+            reachable_by_others(self.data_dir.parent)
+            reachable_by_others(self.bin)
+        with tempfile.NamedTemporaryFile("w", suffix=".pw") as secret:  # in /tmp: nobody reads it
+            secret.write(PASSWORD)
+            secret.flush()
+            if user is not None:
+                os.chown(secret.name, *user)
+            done = subprocess.run(
+                [str(self.bin / "initdb"), "-D", str(self.data_dir), "-U", USER, "-E", "UTF8",
+                 f"--pwfile={secret.name}", "--auth-local=trust", "--auth-host=scram-sha-256"],
+                capture_output=True, text=True, check=False, timeout=120,
+                **({} if user is None else {"user": user[0], "group": user[1], "extra_groups": []}),
+            )  # fmt: skip
+        if done.returncode != 0:
+            raise ServerStartError(f"initdb failed: {(done.stderr or done.stdout).strip()}")
+
+    def is_ready(self) -> bool:
+        """It takes logins; the first time, once it has the demo's database too."""
+        try:
+            psycopg2.connect(self.url, connect_timeout=1).close()
+            return True
+        except psycopg2.OperationalError as exc:
+            if f'database "{DATABASE}" does not exist' not in str(exc):
+                return False
+        admin = psycopg2.connect(self.url.rsplit("/", 1)[0] + "/postgres", connect_timeout=1)
+        admin.autocommit = True  # CREATE DATABASE runs outside a transaction
+        try:
+            admin.cursor().execute(f"CREATE DATABASE {DATABASE}")
+        finally:
+            admin.close()
+        return True
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=TUTORIAL_PORT, help="port on 127.0.0.1")
+    parser.add_argument(
+        "--data", type=Path, default=Path("postgres-data"), help="data folder, kept between runs"
+    )
+    args = parser.parse_args(argv)
+    server = PostgresServer(args.data, args.port)
+    server.cleanup = lambda: None  # type: ignore[method-assign]  # the tutorial keeps its data
+    steps = (
+        f"POSTGRES_URL={server.url}\n"
+        "That is the sink's default POSTGRES_URL; in another terminal:\n"
+        "  python sensor_stream_sink.py\n"
+        f"  psql {server.url}"
+    )
+    return serve_in_foreground(server, steps)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
