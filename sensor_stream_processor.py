@@ -260,16 +260,13 @@ def build_pipeline(
         timestamp_extractor=extract_event_time,  # attached before the dataframe is built
         config=config,
     )
-    aggregates = app.topic(
-        settings.agg_topic, key_serializer="bytes", value_serializer="json", config=config
-    )
+    aggregates = app.topic(settings.agg_topic, value_serializer="json", config=config)
+    window = timedelta(seconds=settings.window_seconds)
+    grace = timedelta(seconds=settings.grace_seconds)
+
     sdf = app.dataframe(raw)
     sdf = sdf.filter(dead.keep_readings, metadata=True)
-    sdf = sdf.tumbling_window(
-        timedelta(seconds=settings.window_seconds),
-        grace_ms=timedelta(seconds=settings.grace_seconds),
-        on_late=dead.on_late,
-    )
+    sdf = sdf.tumbling_window(window, grace_ms=grace, on_late=dead.on_late)
     sdf = sdf.reduce(reducer=add_reading, initializer=initialize_stats)
     # Close windows per sensor: a reading is late only against its own sensor's clock.
     sdf = sdf.final(closing_strategy="key")
