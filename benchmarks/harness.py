@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import psutil
 from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
@@ -60,7 +61,12 @@ from sensor_lib import kafka_io  # noqa: E402
 from sensor_lib.embedded_broker import EmbeddedBroker  # noqa: E402
 from sensor_lib.event_time import from_epoch_ms  # noqa: E402
 from sensor_lib.kafka_broker import KafkaBroker  # noqa: E402
-from sensor_lib.processes import exit_when_stopped, raise_if_stopped, start_child, stop_child  # noqa: E402
+from sensor_lib.processes import (  # noqa: E402
+    exit_when_stopped,
+    raise_if_stopped,
+    start_child,
+    stop_child,
+)
 from sensor_lib.settings import BrokerSettings  # noqa: E402
 
 # Event times start at 2024-01-01T00:00:00Z: results do not depend on the host clock.
@@ -208,9 +214,11 @@ def produce_workload(address: str, topic: str, partitions: int, workload: Worklo
 
 
 def reader(address: str, topics: Iterable[str], **config: Any) -> Consumer:
-    """A consumer assigned every partition of `topics` from the start (no group),
-    reporting each partition's end: high watermarks are not used, since the
-    embedded broker reports them wrong."""
+    """A live tail, for timing: a consumer assigned every partition of `topics` from the
+    start (no group), which a timing loop polls through `records()` until it has seen what
+    it waits for. It is not a read to the end (that is kafka_io.read_to_end, which the
+    benchmarks use to read a topic back): it never stops by itself, and the timing loop
+    counts records as they arrive, without waiting for a partition's end."""
     consumer = Consumer({
         "bootstrap.servers": address,
         "group.id": unique_name("reader"),
@@ -226,20 +234,19 @@ def reader(address: str, topics: Iterable[str], **config: Any) -> Consumer:
 
 
 def partitions(client: Consumer, topic: str, timeout: float = 30.0) -> list[int]:
-    """The partitions of `topic`, once the broker's metadata lists them all (Kafka may
-    answer without them just after the topic was created)."""
+    """The partitions of `topic`, once the broker's metadata lists them (Kafka may answer
+    without them just after the topic was created)."""
     deadline = time.monotonic() + timeout
-    while True:
-        found = client.list_topics(topic, timeout=10).topics.get(topic)
-        if found is not None and found.error is None and found.partitions:
-            return list(found.partitions)
+    while not (found := kafka_io.partitions_of(client, topic)):
         if time.monotonic() > deadline:
             raise BenchmarkError(f"no partitions of {topic} in the metadata after {timeout:g} s")
         time.sleep(0.1)
+    return found
 
 
 def records(messages: Iterable[Message]) -> list[Message]:
-    """The records among `messages`; partition ends dropped, any other error raised."""
+    """The records among a live tail's `messages`; partition ends dropped, any other error
+    raised."""
     kept = []
     for msg in messages:
         if msg.error() is None:
@@ -249,43 +256,47 @@ def records(messages: Iterable[Message]) -> list[Message]:
     return kept
 
 
-def read_to_end(address: str, topic: str, timeout: float = 120.0) -> list[Message]:
-    """Every record on `topic` now, by the one rule in kafka_io."""
-    return kafka_io.read_to_end(BrokerSettings(broker_address=address), topic, timeout=timeout)
-
-
 # --- The scripts as child processes -----------------------------------------------
 
 
 class Child:
-    """A script of this repository run as a process that never outlives the benchmark."""
+    """A script of this repository run as a process that never outlives the benchmark.
+
+    Its CPU time and memory come from psutil. Linux reports no peak resident set through
+    psutil, so `peak_rss_mib` is the largest of the samples `rss_mib()` has taken.
+    """
 
     def __init__(
-        self, script: str, flags: Sequence[str], log: Path, wrapper: Sequence[str] = ()
+        self,
+        script: str,
+        flags: Sequence[str],
+        log: Path,
+        wrapper: Sequence[str] = (),
+        env: dict[str, str] | None = None,
     ) -> None:
         self.log = log
+        self.started = time.monotonic()
         command = [*wrapper, sys.executable, str(REPO / script), *flags]
-        self.process = start_child(command, log=log, cwd=REPO)
+        self.process = start_child(command, log=log, cwd=REPO, env=env)
+        self.ps = psutil.Process(self.process.pid)
+        self.peak_rss_mib = 0.0
 
     def cpu_seconds(self) -> float:
         """User plus system CPU time so far, every thread; 0 once the process has gone."""
         try:
-            stat = Path(f"/proc/{self.process.pid}/stat").read_text()
-        except OSError:
+            times = self.ps.cpu_times()
+        except psutil.NoSuchProcess:
             return 0.0
-        utime, stime = stat.rsplit(")", 1)[1].split()[11:13]
-        return (int(utime) + int(stime)) / os.sysconf("SC_CLK_TCK")
+        return times.user + times.system
 
-    def memory_mib(self, field: str = "VmHWM") -> float:
-        """VmHWM (peak resident set) or VmRSS from /proc; 0 once the process has gone."""
+    def rss_mib(self) -> float:
+        """Its resident set now, in MiB (0 once it has gone); a sample for the peak too."""
         try:
-            status = Path(f"/proc/{self.process.pid}/status").read_text()
-        except OSError:
+            rss = round(self.ps.memory_info().rss / 2**20, 1)
+        except psutil.NoSuchProcess:
             return 0.0
-        for line in status.splitlines():
-            if line.startswith(field + ":"):
-                return round(int(line.split()[1]) / 1024, 1)
-        return 0.0
+        self.peak_rss_mib = max(self.peak_rss_mib, rss)
+        return rss
 
     def check(self) -> None:
         if self.process.poll() is not None:
@@ -295,10 +306,9 @@ class Child:
     def wait(self, timeout: float) -> float:
         """Wait for a clean exit; return its peak RSS in MiB (sampled while it runs)."""
         deadline = time.monotonic() + timeout
-        peak = 0.0
         while True:
             raise_if_stopped()
-            peak = max(peak, self.memory_mib())
+            self.rss_mib()
             try:
                 self.process.wait(0.01)
                 break
@@ -307,17 +317,30 @@ class Child:
                     raise BenchmarkError(f"{self.log.name}: running after {timeout:g} s") from None
         if self.process.returncode != 0:
             self.check()
-        return peak
+        return self.peak_rss_mib
 
     def stop(self, timeout: float = 15.0) -> None:
         stop_child(self.process, timeout)
 
 
+class Sampler:
+    """Calls `sample` at most every `interval` seconds, however often it is asked: the
+    timing loops ask on every turn, and the harness's own CPU counts in machine_cores."""
+
+    def __init__(self, sample: Callable[[], object], interval: float = 0.1) -> None:
+        self.sample, self.interval, self.next = sample, interval, 0.0
+
+    def __call__(self) -> None:
+        if (now := time.monotonic()) >= self.next:
+            self.sample()
+            self.next = now + self.interval
+
+
 def machine_busy_seconds() -> float:
     """CPU time all cores have spent busy since boot: user, nice, system, irq and softirq
-    from /proc/stat (not idle, iowait or steal)."""
-    ticks = [int(n) for n in Path("/proc/stat").read_text().split(maxsplit=8)[1:8]]
-    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+    (psutil's reading of /proc/stat; not idle, iowait or steal)."""
+    times = psutil.cpu_times()
+    return times.user + times.nice + times.system + times.irq + times.softirq
 
 
 def wait_until(
@@ -410,6 +433,7 @@ class ConsumerGroup:
         self.tail = reader(run.address, [self.sink])
         self.outputs = 0
         self.children: list[Child] = []
+        self.sample_memory = Sampler(lambda: [child.rss_mib() for child in self.children])
         self.started = time.monotonic()
         self.state_dirs = [run.work / f"{self.group}-state-{i}" for i in range(instances)]
         try:
@@ -430,9 +454,15 @@ class ConsumerGroup:
         return self.instances == 1 or all(map(has_opened_a_store, self.state_dirs))
 
     def read_outputs(self, timeout: float) -> int:
-        """Read what has arrived on the output topic; return the total so far."""
+        """Read what has arrived on the output topic; return the total so far. Each turn
+        also samples the processes' memory (every 0.1 s at most)."""
+        self.sample_memory()
         self.outputs += len(records(self.tail.consume(10_000, timeout)))
         return self.outputs
+
+    def peak_rss_mib(self) -> float:
+        """The largest resident set any of its processes had in the samples."""
+        return max(child.peak_rss_mib for child in self.children)
 
     def cpu_seconds(self) -> float:
         """User plus system CPU time of all its processes, every thread included."""
@@ -465,7 +495,9 @@ def time_consumers(
         # Cores busy on average: theirs, and the machine's (they, the broker, the harness).
         cores = (consumers.cpu_seconds() - cpu) / (done - ready)
         machine_cores = (machine_busy_seconds() - busy) / (done - ready)
-        peak = max(child.memory_mib() for child in children)
+        for child in children:
+            child.rss_mib()
+        peak = consumers.peak_rss_mib()
     finally:
         consumers.stop()
     result = measurement(name, run.readings, done - ready, peak_rss_mib=peak,

@@ -6,10 +6,11 @@
 Produces the harness's workload (one reading per sensor per second of event
 time, so every sensor's windows close as the stream goes on), then runs
 sensor_stream_processor.py on it as a user would (its default INFO log level)
-and samples its resident set size (VmRSS) every --interval seconds, next to how
+and samples its resident set size (psutil) every --interval seconds, next to how
 many aggregates have reached the sink topic. Prints one JSON line per sample
 and a summary: RSS when the first windows close, at half of the aggregates, at
-the end, and the peak (VmHWM). Exits non-zero if the processor stops first.
+the end, and the peak (of samples taken every 0.1 s). Exits non-zero if the
+processor stops first.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 
 from harness import (
     Child,
+    Sampler,
     Workload,
     broker_address,
     consumer_flags,
@@ -64,15 +66,17 @@ def run(opts: argparse.Namespace, address: str, work: Path) -> dict[str, Any]:
     started = next_sample = time.monotonic()
     samples: list[dict[str, Any]] = []
     aggregates = 0
+    sample_peak = Sampler(processor.rss_mib)
 
     def sample() -> None:
-        rss = processor.memory_mib("VmRSS")
+        rss = processor.rss_mib()
         at = round(time.monotonic() - started, 1)
         samples.append({"t_s": at, "aggregates": aggregates, "rss_mib": rss})
         print(json.dumps(samples[-1]), flush=True)
 
     def all_out() -> bool:
         nonlocal aggregates, next_sample
+        sample_peak()
         aggregates += len(records(tail.consume(10_000, 0.1)))
         if time.monotonic() >= next_sample:
             sample()
@@ -82,7 +86,7 @@ def run(opts: argparse.Namespace, address: str, work: Path) -> dict[str, Any]:
     try:
         wait_until(all_out, f"{expected} aggregates", opts.timeout, [processor], 0)
         sample()
-        peak = processor.memory_mib()
+        peak = processor.peak_rss_mib
     finally:
         processor.stop()
         tail.close()

@@ -138,7 +138,7 @@ def choose_broker(
         return "localhost:19092", {}
     broker = stack.enter_context(EmbeddedBroker(free, log_path=log_dir / "broker.log"))
     say(f"no broker and no Docker engine; started the embedded broker on {broker.address}")
-    # Its high-watermark quirk (README, Brokers) needs this for the processor's restarts.
+    # Its high-watermark quirk (docs/brokers.md) needs this for the processor's restarts.
     return broker.address, {"PRODUCER_CONFIG": PROCESSOR_PRODUCER_CONFIG}
 
 
@@ -148,7 +148,7 @@ def choose_database(settings: DemoSettings, log_dir: Path, stack: ExitStack) -> 
         url = settings.postgres_url.get_secret_value()
         say(f"using the database at {redact(url)}")
     else:
-        server = stack.enter_context(PostgresServer(log_dir / "postgres"))
+        server = stack.enter_context(PostgresServer(log_dir / "postgres", durable=False))
         url = server.url
         say(f"no POSTGRES_URL; started an embedded PostgreSQL on {server.address}")
     prepare_table(url, settings.sink_table)  # one line and exit 1 if it refuses us
@@ -318,7 +318,8 @@ def start_scripts(
         ),
         "sink": processes.start_child(
             command("sink", "--agg-topic", s.agg_topic, "--consumer-group", s.sink_group,
-                    "--sink-table", s.sink_table, "--commit-interval", "1"),
+                    "--sink-table", s.sink_table, "--state-dir", str(log_dir / "state"),
+                    "--commit-interval", "1"),
             log=log_dir / "sink.log", env=env, cwd=REPO,
         ),
         # DURATION is the demo's (make exports it): the viewer runs until it is stopped.

@@ -69,14 +69,15 @@ class EmbeddedBroker(ServerProcess):
 
 
 def next_steps(address: str) -> str:
-    """The commands for the tutorial's other two terminals, with this broker's settings."""
+    """The commands for the tutorial's other terminals, with this broker's settings."""
+    at = "" if address.endswith(":19092") else f"BROKER_ADDRESS={address} "
     return (
-        "In two more terminals:\n"
-        f"  BROKER_ADDRESS={address} python sensor_stream_producer.py --count 0 --rate 4\n"
-        f"  BROKER_ADDRESS={address} PRODUCER_CONFIG='{PROCESSOR_PRODUCER_CONFIG}' "
-        "python sensor_stream_processor.py\n"
+        "In three more terminals (the sink wants `make postgres` running, too):\n"
+        f"  {at}python sensor_stream_producer.py --count 0 --backfill-seconds 3600\n"
+        f"  {at}PRODUCER_CONFIG='{PROCESSOR_PRODUCER_CONFIG}' python sensor_stream_processor.py\n"
+        f"  {at}python sensor_stream_sink.py\n"
         "The processor's PRODUCER_CONFIG works around this broker's high-watermark quirk "
-        "(README, Brokers), so it can restart on its saved state."
+        "(docs/brokers.md), so it can restart on its saved state."
     )
 
 

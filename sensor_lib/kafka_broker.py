@@ -217,11 +217,13 @@ class KafkaBroker(ServerProcess):
 
 
 def next_steps(broker: KafkaBroker) -> str:
-    """The commands for the tutorial's other two terminals."""
+    """The commands for the tutorial's other terminals."""
+    at = "" if broker.port == 19092 else f"BROKER_ADDRESS={broker.address} "
     steps = (
-        "In two more terminals:\n"
-        f"  BROKER_ADDRESS={broker.address} python sensor_stream_producer.py --count 0 --rate 4\n"
-        f"  BROKER_ADDRESS={broker.address} python sensor_stream_processor.py"
+        "In three more terminals (the sink wants `make postgres` running, too):\n"
+        f"  {at}python sensor_stream_producer.py --count 0 --backfill-seconds 3600\n"
+        f"  {at}python sensor_stream_processor.py\n"
+        f"  {at}python sensor_stream_sink.py"
     )
     if broker.sasl_port:
         users = ", ".join(name for name, _ in broker.scram_users) or "none"

@@ -126,7 +126,7 @@ def ensure_topic(
     An existing topic is never reconfigured; if its partition count differs from
     `partitions`, that is logged once.
     """
-    admin = AdminClient(broker.librdkafka_config())
+    admin = AdminClient({**broker.librdkafka_config(), "logger": silent_logger()})  # we raise
     try:
         existing = admin.list_topics(timeout=timeout).topics.get(name)
         if existing is None:
@@ -299,8 +299,8 @@ def follow(
                     yield message
                 elif message.error().code() != KafkaError._PARTITION_EOF:
                     logging.getLogger(__name__).warning("Consumer error: %s", message.error())
-        if not stop.requested.is_set():
-            return  # the deadline: nobody waits for more
+        if not stop.requested.is_set() or stop.hurry.is_set():
+            return  # the deadline, or a hurried stop: nobody waits for more
         if not partitions_of(consumer, topic, timeout=2):  # the broker is gone with us
             logging.getLogger(__name__).warning("The broker is away: %s not read to its end", topic)
             return
@@ -335,6 +335,8 @@ _LOST_BROKER = re.compile(r"Connect to \S+ failed|Connection refused|[1-9]\d*/\d
 # librdkafka counts the brokers again as it words its all-brokers-down event, so one
 # that came back in between makes it "0/1 brokers are down": the outage is over.
 _OUTAGE_OVER = re.compile(r"\b0/\d+ brokers are down")
+# A broker that has just started answers "load in progress" for a moment; the client retries.
+_RETRYING = re.compile(r"load in progress: retrying")
 
 
 def client_logging() -> dict[str, Any]:
@@ -364,7 +366,7 @@ class BrokerOutageLog(logging.Filter):
         message = record.getMessage()
         if "connectivity restored" in message:
             return True
-        if _OUTAGE_OVER.search(message):
+        if _OUTAGE_OVER.search(message) or _RETRYING.search(message):
             return False
         now = time.monotonic()
         with self.lock:

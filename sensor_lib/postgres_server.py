@@ -59,9 +59,13 @@ class PostgresServer(ServerProcess):
     name = "PostgreSQL"
     stop_signal = signal.SIGINT  # "fast" shutdown: end the sessions, then stop
 
-    def __init__(self, data_dir: Path, port: int | None = None, **options: object) -> None:
+    def __init__(
+        self, data_dir: Path, port: int | None = None, *, durable: bool = True, **options: object
+    ) -> None:
+        """`durable=False` skips flushing to disk: for data that goes when the server does."""
         super().__init__(port, **options)  # type: ignore[arg-type]
         self.data_dir = data_dir.resolve()
+        self.durable = durable
         self.log_path = self.log_path or self.data_dir / "server.log"  # made after initdb
         self.bin = binaries()
 
@@ -78,8 +82,9 @@ class PostgresServer(ServerProcess):
     def command(self) -> list[str]:
         if not (self.data_dir / "PG_VERSION").exists():
             self.initdb()
+        fast = [] if self.durable else ["-c", "fsync=off", "-c", "full_page_writes=off"]
         return [str(self.bin / "postgres"), "-D", str(self.data_dir), "-h", self.host,
-                "-p", str(self.port), "-k", str(self.data_dir)]  # fmt: skip
+                "-p", str(self.port), "-k", str(self.data_dir), *fast]  # fmt: skip
 
     def initdb(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -131,11 +136,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     server = PostgresServer(args.data, args.port)
     server.cleanup = lambda: None  # type: ignore[method-assign]  # the tutorial keeps its data
+    url = server.url.replace("127.0.0.1", "localhost")
+    default = args.port == TUTORIAL_PORT  # the sink's default POSTGRES_URL
     steps = (
-        f"POSTGRES_URL={server.url}\n"
-        "That is the sink's default POSTGRES_URL; in another terminal:\n"
+        f"In another terminal{'' if default else ', with POSTGRES_URL=' + url}:\n"
         "  python sensor_stream_sink.py\n"
-        f"  psql {server.url}"
+        "and to query the table (psql from the pgserver wheel, or your own):\n"
+        f"  {server.bin / 'psql'} {url}"
     )
     return serve_in_foreground(server, steps)
 

@@ -3,7 +3,8 @@
 Every script and launcher stops the same way, with `StopSignals.install()`:
 
 - the first Ctrl-C or SIGTERM sets `stop.requested`, a second one `stop.hurry`
-  (skip the waiting: the viewer's last read, the demo's orderly stop);
+  (skip the waiting: the viewer's last read, the demo's orderly stop), as does
+  a stop once our parent has died;
 - inside `with stop.interrupting():` the first one also raises KeyboardInterrupt,
   which stops a wait in library code at once;
 - a launcher (`launcher=True`: the demo, the brokers, the benchmarks) also stops
@@ -47,6 +48,7 @@ class StopSignals:
 
     def __init__(self) -> None:
         self.requested, self.hurry = threading.Event(), threading.Event()
+        self.parent = os.getppid()
         self.received: list[int] = []  # signals handled, in order; read in the main thread
         self.raised = False  # a KeyboardInterrupt went out for the first one
         self._interrupting = False
@@ -67,7 +69,8 @@ class StopSignals:
     def __call__(self, signum: int, frame: Any) -> None:
         first = not self.received
         self.received.append(signum)
-        if not first or signum == signal.SIGHUP:  # nobody is left to wait for after a hang-up
+        # After a hang-up, or our parent's death, nobody is left to wait for.
+        if not first or signum == signal.SIGHUP or os.getppid() != self.parent:
             set_from_handler(self.hurry)
         set_from_handler(self.requested)
         if first and self._interrupting:

@@ -37,7 +37,7 @@ def make_progress(total: int, quiet: bool) -> Progress:
     if total:
         columns += [BarColumn(), MofNCompleteColumn()]
     else:
-        columns += [TextColumn("{task.completed}")]
+        columns += [TextColumn("{task.completed:,.0f}")]
     columns += [RecentRateColumn(), TextColumn("{task.fields[deliveries]}")]
     disable = quiet or not console.is_terminal
     return Progress(*columns, console=console, disable=disable, speed_estimate_period=RATE_SECONDS)

@@ -41,6 +41,7 @@ from sensor_lib.kafka_io import (
     BrokerUnavailable,
     TopicError,
     ensure_topic,
+    silent_logger,
     wait_for_broker,
 )
 from sensor_lib.metrics import ConsumerLag, serve
@@ -255,7 +256,7 @@ def check_saved_state_matches_broker(settings: QuixAppSettings, source: str) -> 
     if not saved:
         return
     try:
-        admin = AdminClient(settings.librdkafka_config())
+        admin = AdminClient({**settings.librdkafka_config(), "logger": silent_logger()})
         topics = admin.list_topics(timeout=settings.broker_timeout).topics
     except KafkaException as exc:  # the broker went away since it answered
         raise CannotRun(

@@ -130,7 +130,9 @@ class QuixAppSettings(TopicSettings, MetricsSettings):
     )
     summary_interval: PositiveFloat = Field(60.0, description="seconds between counter summaries")
     broker_outage_timeout: float = Field(
-        120.0, ge=0, description="seconds the broker may be away mid-run before we stop; 0 = never"
+        120.0,
+        ge=0,
+        description="seconds the broker may be away mid-run before the script stops; 0 = never",
     )
     log_level: LogLevel = Field("INFO", description="logging level")
 

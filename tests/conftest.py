@@ -146,7 +146,8 @@ def embedded_broker(broker: Broker) -> Iterator[Broker]:
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A real PostgreSQL server of this worker's own (the pgserver wheel's), on a free port."""
-    with PostgresServer(Path(tempfile.mkdtemp(prefix="sensor-test-pg-"))) as server:
+    folder = Path(tempfile.mkdtemp(prefix="sensor-test-pg-"))
+    with PostgresServer(folder, durable=False) as server:
         yield server.url
 
 

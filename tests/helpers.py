@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+import psycopg2
+from confluent_kafka import Consumer, KafkaException, Message, Producer
 
 from sensor_lib import kafka_io
+from sensor_lib.event_time import to_epoch_ms
 from sensor_lib.settings import BrokerSettings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -140,13 +142,8 @@ def read_to_end(
 
 def committed_total(address: str, group: str, topic: str) -> int:
     """Sum of the offsets `group` has committed on `topic`'s partitions."""
-    consumer = Consumer({"bootstrap.servers": address, "group.id": group})
-    try:
-        metadata = consumer.list_topics(topic, timeout=10).topics[topic]
-        partitions = [TopicPartition(topic, p) for p in metadata.partitions]
-        return sum(max(tp.offset, 0) for tp in consumer.committed(partitions, timeout=10))
-    finally:
-        consumer.close()
+    broker = BrokerSettings(broker_address=address)
+    return sum(kafka_io.committed_offsets(broker, group, topic).values())
 
 
 def wait_until_caught_up(
@@ -250,3 +247,32 @@ def run_script(
         timeout=timeout,
         check=False,
     )
+
+
+def sink(address: str, names: Any, url: str, *extra: str) -> Script:
+    """The sink as a user runs it, into the test's own table."""
+    return Script(
+        "sensor_stream_sink.py",
+        "--broker-address", address, "--agg-topic", names.agg,
+        "--consumer-group", names.sink_group, "--sink-table", names.table,
+        "--commit-interval", "1", *extra,
+        env={"POSTGRES_URL": url},  # a flag would show the password in `ps`
+    )  # fmt: skip
+
+
+def table(url: str, name: str) -> dict[tuple[str, int], dict[str, object]]:
+    """The table as the reference model writes windows: keyed by (sensor, start in ms)."""
+    with psycopg2.connect(url) as connection, connection.cursor() as cursor:
+        cursor.execute(f"SELECT sensor_id, window_start, window_end, count, min, max, mean "  # noqa: S608
+                       f"FROM {name}")  # fmt: skip
+        rows = cursor.fetchall()
+    connection.close()
+    found = {}
+    for sensor, start, end, count, low, high, mean in rows:
+        key = (sensor, to_epoch_ms(start))
+        assert key not in found  # the primary key holds
+        found[key] = {
+            "start": to_epoch_ms(start), "end": to_epoch_ms(end),
+            "temperature": {"count": count, "min": low, "max": high, "mean": mean},
+        }  # fmt: skip
+    return found

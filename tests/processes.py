@@ -1,11 +1,12 @@
-"""The processes a test started, as /proc shows them: who runs below whom, and who
+"""The processes a test started, as psutil shows them: who runs below whom, and who
 still runs. Tests that stop a launcher check with these that nothing outlived it."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from pathlib import Path
+
+import psutil
 
 
 def poll_until(condition: Callable[[], bool], timeout: float, what: Callable[[], str]) -> None:
@@ -17,33 +18,29 @@ def poll_until(condition: Callable[[], bool], timeout: float, what: Callable[[],
 
 
 def children_of(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
+    try:
+        return [child.pid for child in psutil.Process(pid).children()]
+    except psutil.NoSuchProcess:
+        return []
 
 
 def running(pid: int) -> bool:
     """Alive and not a zombie (an orphan's zombie may wait for a reaper that never comes)."""
     try:
-        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
 
 
 def command_of(pid: int) -> str:
     try:
-        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
+        return " ".join(psutil.Process(pid).cmdline())
+    except psutil.Error:  # gone, or a zombie, whose command line is gone
         return "(gone)"
 
 
 def descendants(pid: int) -> list[int]:
-    found = children_of(pid)
-    return found + [grandchild for child in found for grandchild in descendants(child)]
+    try:
+        return [child.pid for child in psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []

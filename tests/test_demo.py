@@ -13,6 +13,7 @@ import re
 import signal
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,6 +22,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import ONE_AT_A_TIME, TopicNames, crash
 from helpers import Script, create_topic, read_to_end
@@ -329,6 +331,25 @@ def running_demo(names, tmp_path: Path) -> Iterator[tuple[Script, list[int], int
                     os.kill(pid, signal.SIGKILL)
 
 
+METRICS_URL = re.compile(r"(http://127\.0\.0\.1:\d+/metrics) \((producer|processor|sink)\)")
+
+
+def assert_the_metrics_urls_answer(output: str) -> None:
+    """The demo prints a /metrics URL per script, and each answers with that script's metrics."""
+    urls = dict((name, url) for url, name in METRICS_URL.findall(output))
+    assert set(urls) == {"producer", "processor", "sink"}, output
+    counts = {"producer": "readings", "processor": "readings", "sink": "rows_written"}
+
+    def counted(name: str) -> float:
+        with urllib.request.urlopen(urls[name], timeout=10) as response:  # noqa: S310
+            text = response.read().decode()
+        families = {f.name: f.samples for f in text_string_to_metric_families(text)}
+        return families[f"sensor_{name}_{counts[name]}"][0].value
+
+    for name in urls:  # each counts up while the demo runs (the sink commits every second)
+        poll_until(lambda name=name: counted(name) > 0, timeout=30, what=lambda: output)
+
+
 def assert_all_stop_within(children: list[int], port: int, timeout: float) -> None:
     poll_until(
         lambda: not is_listening("127.0.0.1", port) and not any(map(running, children)),
@@ -343,6 +364,7 @@ def test_sighup_to_the_demo_stops_every_child_and_frees_the_broker_port_within_5
     running_demo: tuple[Script, list[int], int],
 ) -> None:
     demo, children, port = running_demo
+    assert_the_metrics_urls_answer(demo.output())
     demo.process.send_signal(signal.SIGHUP)  # what a closed terminal sends
     assert_all_stop_within(children, port, timeout=5)
     assert demo.wait(timeout=30) == 0, demo.output()

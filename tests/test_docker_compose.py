@@ -13,6 +13,10 @@ import pytest
 import yaml
 from check_jsonschema.cli.main_command import main
 from click.testing import CliRunner
+from psycopg2.extensions import parse_dsn
+
+from sensor_lib import postgres_server
+from sensor_stream_sink import SinkSettings
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -41,14 +45,16 @@ def flags(command: list[str]) -> dict[str, str]:
     }
 
 
-def test_both_services_use_pinned_images(services: dict[str, Any]) -> None:
-    assert set(services) == {"redpanda", "console"}
+def test_every_service_uses_a_pinned_image(services: dict[str, Any]) -> None:
+    assert set(services) == {"redpanda", "console", "postgres"}
     for name, repository in [("redpanda", "redpanda"), ("console", "console")]:
         image = services[name]["image"]
         assert re.fullmatch(
             rf"docker\.redpanda\.com/redpandadata/{repository}:v\d+\.\d+\.\d+", image
         ), image
     assert services["console"]["image"].split(":v")[1].startswith("3.")
+    # The official image, pinned to a minor release: never `latest`, nor a bare major.
+    assert re.fullmatch(r"postgres:\d+\.\d+", services["postgres"]["image"])
 
 
 def test_published_ports(services: dict[str, Any]) -> None:
@@ -59,6 +65,36 @@ def test_published_ports(services: dict[str, Any]) -> None:
         "19644:9644",
     }
     assert services["console"]["ports"] == ["8080:8080"]
+    assert services["postgres"]["ports"] == ["15432:5432"]
+
+
+def test_postgres_serves_the_sinks_default_url(services: dict[str, Any]) -> None:
+    """The tutorial's sink needs no POSTGRES_URL: compose, `make postgres` and the sink's
+    default agree on user, password, database and port."""
+    postgres = services["postgres"]
+    url = SinkSettings.model_fields["postgres_url"].default.get_secret_value()
+    dsn = parse_dsn(url)
+    assert postgres["environment"] == {
+        "POSTGRES_USER": dsn["user"],
+        "POSTGRES_PASSWORD": dsn["password"],
+        "POSTGRES_DB": dsn["dbname"],
+    }
+    assert (dsn["user"], dsn["password"], dsn["dbname"]) == (
+        postgres_server.USER,
+        postgres_server.PASSWORD,
+        postgres_server.DATABASE,
+    )
+    assert (dsn["host"], int(dsn["port"])) == ("localhost", postgres_server.TUTORIAL_PORT)
+    assert postgres["ports"] == [f"{dsn['port']}:5432"]
+    assert postgres["volumes"] == ["postgres-data:/var/lib/postgresql/data"]
+    assert set(load("docker-compose.yml")["volumes"]) == {"redpanda-data", "postgres-data"}
+
+
+def test_postgres_has_a_pg_isready_healthcheck(services: dict[str, Any]) -> None:
+    healthcheck = services["postgres"]["healthcheck"]
+    assert healthcheck["test"][0] == "CMD-SHELL"
+    assert re.fullmatch(r"pg_isready -U sensor -d sensors", healthcheck["test"][1])
+    assert {"interval", "timeout", "retries"} <= set(healthcheck)
 
 
 def test_redpanda_listeners_and_mode(services: dict[str, Any]) -> None:

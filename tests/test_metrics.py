@@ -17,10 +17,9 @@ from pathlib import Path
 import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from test_sink import sink, table
 
 from conftest import TopicNames
-from helpers import Script, create_topic, produce, read_to_end, reading, run_script
+from helpers import Script, create_topic, produce, read_to_end, reading, run_script, sink, table
 from sensor_lib.processes import find_free_port
 from test_reliability import encode_stream, model_of, processor, sensor_stream
 

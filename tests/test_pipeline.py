@@ -20,6 +20,8 @@ from helpers import (
     read_to_end,
     reading,
     run_script,
+    sink,
+    table,
     wait_until_caught_up,
 )
 from reference_model import expected_windows
@@ -241,10 +243,15 @@ def test_producer_count_makes_exactly_that_many_well_formed_messages(
     assert len({r.headers["uuid"] for r in records}) == len(records)
 
 
-def test_producer_and_processor_together(broker_address: str, names, tmp_path: Path) -> None:
-    with start_processor(
-        broker_address, names, tmp_path, "--window-seconds", "1", "--grace-seconds", "0"
-    ) as processor:
+def test_producer_processor_and_sink_together_store_exactly_the_expected_windows(
+    broker_address: str, names, tmp_path: Path, postgres_url: str
+) -> None:
+    with (
+        start_processor(
+            broker_address, names, tmp_path, "--window-seconds", "1", "--grace-seconds", "0"
+        ) as processor,
+        sink(broker_address, names, postgres_url) as storing,
+    ):
         producer = run_script(
             "sensor_stream_producer.py",
             "--broker-address", broker_address, "--raw-topic", names.raw,
@@ -262,7 +269,11 @@ def test_producer_and_processor_together(broker_address: str, names, tmp_path: P
         windows = as_windows(read_to_end(broker_address, names.agg))
         assert windows == approx_means(model.windows)
         assert processor.output().count("INFO sensor_stream_processor: Sensor") == len(windows)
+        wait_until_caught_up(broker_address, names.sink_group, names.agg, len(windows),
+                             scripts=[storing])  # fmt: skip
+        assert table(postgres_url, names.table) == approx_means(model.windows)  # one row each
         assert processor.stop() == 0
+        assert storing.stop() == 0
 
 
 @pytest.mark.parametrize("script", ["sensor_stream_producer.py", "sensor_stream_processor.py"])

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import signal
 import time
-from datetime import timedelta
 from pathlib import Path
 
 import psycopg2
@@ -18,8 +17,16 @@ from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from conftest import TopicNames
-from helpers import Script, create_topic, produce, read_to_end, run_script, wait_until_caught_up
-from sensor_lib.event_time import to_epoch_ms
+from helpers import (
+    Script,
+    create_topic,
+    produce,
+    read_to_end,
+    run_script,
+    sink,
+    table,
+    wait_until_caught_up,
+)
 from sensor_lib.postgres_server import PostgresServer
 from test_pipeline import approx_means
 from test_reliability import encode_stream, model_of, processor, sensor_stream
@@ -28,35 +35,6 @@ pytestmark = pytest.mark.integration
 
 STREAM = sensor_stream(sensors=6, seconds=90, per_second=2, seed=24)
 MODEL = model_of(STREAM)
-
-
-def sink(address: str, names: TopicNames, url: str, *extra: str) -> Script:
-    return Script(
-        "sensor_stream_sink.py",
-        "--broker-address", address, "--agg-topic", names.agg,
-        "--consumer-group", names.sink_group, "--sink-table", names.table,
-        "--commit-interval", "1", *extra,
-        env={"POSTGRES_URL": url},  # a flag would show the password in `ps`
-    )  # fmt: skip
-
-
-def table(url: str, name: str) -> dict[tuple[str, int], dict[str, object]]:
-    """The table as the reference model writes windows: keyed by (sensor, start in ms)."""
-    with psycopg2.connect(url) as connection, connection.cursor() as cursor:
-        cursor.execute(f"SELECT sensor_id, window_start, window_end, count, min, max, mean "  # noqa: S608
-                       f"FROM {name}")  # fmt: skip
-        rows = cursor.fetchall()
-    connection.close()
-    found = {}
-    for sensor, start, end, count, low, high, mean in rows:
-        assert end - start == timedelta(seconds=10)
-        key = (sensor, to_epoch_ms(start))
-        assert key not in found  # the primary key holds
-        found[key] = {
-            "start": to_epoch_ms(start), "end": to_epoch_ms(end),
-            "temperature": {"count": count, "min": low, "max": high, "mean": mean},
-        }  # fmt: skip
-    return found
 
 
 def wait_for_rows(url: str, name: str, count: int, script: Script, timeout: float = 90) -> None:

@@ -71,7 +71,8 @@ def test_a_reading_with_a_bad_time_comes_out_as_bad_ts(ts: object) -> None:
 
 
 def deserialize(payload: bytes) -> Reading | InvalidReading:
-    return ReadingDeserializer(Counters())(payload, SerializationContext("raw", "value"))
+    deserializer = ReadingDeserializer(Counters(grace_ms=1000))
+    return deserializer(payload, SerializationContext("raw", "value"))
 
 
 def test_extractor_takes_the_time_the_deserializer_read_not_the_kafka_timestamp() -> None:
