@@ -11,6 +11,8 @@ harness times them from the outside:
   moment each has opened its window store too), reported as `startup_s`;
 - processing: from then to the moment the harness reads the last expected
   record from the output topic, reported as `seconds` and `readings_per_s`.
+  Records already out when the clock starts (a process of a group that worked
+  before the others had joined) are reported as `outputs_at_start`.
 
 The workload is deterministic: M sensors each send one reading every
 `sensor_interval_ms` of *event* time, in rounds (Sensor1..SensorM, then again),
@@ -28,11 +30,12 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -280,6 +283,7 @@ class Child:
         self.process = start_child(command, log=log, cwd=REPO, env=env)
         self.ps = psutil.Process(self.process.pid)
         self.peak_rss_mib = 0.0
+        self.terminated = False
 
     def cpu_seconds(self) -> float:
         """User plus system CPU time so far, every thread; 0 once the process has gone."""
@@ -319,8 +323,24 @@ class Child:
             self.check()
         return self.peak_rss_mib
 
+    def terminate(self) -> None:
+        """Ask it to stop (SIGTERM, once: a second one would hurry its shutdown); stop()
+        waits for it. Several processes asked at once stop in parallel."""
+        if not self.terminated and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        self.terminated = True
+
     def stop(self, timeout: float = 15.0) -> None:
-        stop_child(self.process, timeout)
+        """Stop it (SIGTERM unless asked already), then SIGKILL after `timeout` seconds."""
+        if not self.terminated:
+            self.terminated = True
+            stop_child(self.process, timeout)
+            return
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
 
 
 class Sampler:
@@ -468,7 +488,12 @@ class ConsumerGroup:
         """User plus system CPU time of all its processes, every thread included."""
         return sum(child.cpu_seconds() for child in self.children)
 
+    def terminate(self) -> None:
+        for child in self.children:
+            child.terminate()
+
     def stop(self, timeout: float = 15.0) -> None:
+        self.terminate()
         for child in self.children:
             child.stop(timeout)
         self.tail.close()
@@ -488,6 +513,7 @@ def time_consumers(
         children = consumers.children
         ready = wait_until(lambda: consumers.is_stable(admin), f"{name} group", 120, children)
         cpu, busy = consumers.cpu_seconds(), machine_busy_seconds()
+        early = consumers.read_outputs(0)  # out before the clock started: a head start
         done = wait_until(
             lambda: consumers.read_outputs(0.05) >= outputs,
             f"{outputs} records from {name}", run.timeout, children, 0,
@@ -504,18 +530,21 @@ def time_consumers(
                          cores=round(cores, 2), machine_cores=round(machine_cores, 2))  # fmt: skip
     started = consumers.started
     result.update(startup_s=round(ready - started, 3), wall_s=round(done - started, 3))
+    if early:
+        result["outputs_at_start"] = early
     return result, consumers.sink
 
 
 def side_by_side(
     run: Run,
     groups: dict[str, ConsumerGroup],
-    outputs: int,
+    outputs: int | Mapping[str, int],
     on_done: Callable[[str], None],
     on_stable: Callable[[str], None] = lambda name: None,
 ) -> None:
     """Follow every group at once: call `on_stable(name)` when a group is Stable, and
-    `on_done(name)` once its `outputs`-th record is on its output topic."""
+    `on_done(name)` once its `outputs`-th record (or `outputs[name]`-th) is on its output
+    topic."""
     admin = AdminClient({"bootstrap.servers": run.address})
     stable: set[str] = set()
     done: set[str] = set()
@@ -531,29 +560,37 @@ def side_by_side(
                 if consumers.is_stable(admin):
                     stable.add(name)
                     on_stable(name)
-            elif consumers.read_outputs(0.02) >= outputs:
+            elif consumers.read_outputs(0.02) >= (
+                outputs if isinstance(outputs, int) else outputs[name]
+            ):
                 done.add(name)
                 on_done(name)
         if time.monotonic() > deadline:
             raise BenchmarkError(f"side by side: not done within {run.timeout:g} s")
+        if not stable - done:  # nobody to read from: ask the broker again in a while
+            time.sleep(0.05)
 
 
 @contextmanager
 def consumer_groups(
     run: Run,
     scripts: dict[str, tuple[str, Sequence[str]]],
-    wrappers: dict[str, Sequence[str]] | None = None,
+    wrappers: Mapping[str, Sequence[str]] | None = None,
     stop_timeout: float = 15.0,
+    runs: Mapping[str, Run] | None = None,
 ) -> Iterator[dict[str, ConsumerGroup]]:
-    """One ConsumerGroup of one process per script (under its wrapper, if any), all
-    stopped when the block ends."""
+    """One ConsumerGroup of one process per script (under its wrapper, if any), on `run`'s
+    topic (or its own, `runs[name]`), all stopped when the block ends."""
     groups: dict[str, ConsumerGroup] = {}
     try:
         for name, (script, flags) in scripts.items():
             wrapper = (wrappers or {}).get(name, ())
-            groups[name] = ConsumerGroup(run, name, script, flags, wrapper=wrapper)
+            on = (runs or {}).get(name, run)
+            groups[name] = ConsumerGroup(on, name, script, flags, wrapper=wrapper)
         yield groups
     finally:
+        for consumers in groups.values():
+            consumers.terminate()
         for consumers in groups.values():
             consumers.stop(stop_timeout)
 

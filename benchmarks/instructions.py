@@ -14,33 +14,32 @@ over the difference in readings is its instructions per reading, with start-up
 and shut-down taken out. The broker runs outside valgrind. Needs valgrind
 (Debian: `apt install valgrind`).
 
-The baseline and the processor run side by side, each in its own consumer group
-on the same topic: a count still moves with how long a run takes (polls that find
-nothing cost instructions too, and under valgrind a run takes minutes), and side
-by side both meet the same machine.
+All the runs go at once, side by side, each in a consumer group of its own: a
+count still moves with how long a run takes (polls that find nothing cost
+instructions too, and under valgrind a run takes minutes), and side by side all
+meet the same machine. --scripts picks the scripts (default: baseline and processor);
+--metrics adds processor-metrics, the processor with --metrics-port (a free
+port). Nobody scrapes it during the count, and the counters behind the metrics
+are kept whether they are served or not (sensor_lib/metrics.py reads them only
+when scraped), so the difference is what serving costs while idle (a thread),
+and the consumer-lag statistics librdkafka hands the processor every 5 s with
+metrics on.
 
-With --metrics, a third process counts the processor with --metrics-port (a free
-port): Prometheus metrics served, on a thread of their own. Nobody scrapes them
-during the count, and the counters behind them are kept with metrics on or off
-(sensor_lib/metrics.py reads them only when scraped), so the difference is what
-serving costs while idle, and the consumer-lag statistics librdkafka reports to
-the processor every 5 s with metrics on.
-
-Prints one JSON line per run, then a summary with "baseline/processor": the
-baseline's instructions per reading over the processor's, medians of the rounds
-(1.0 or more is parity), with --metrics "metrics-on/off": the processor's with
-metrics over without, and each round's ratios.
+Prints one JSON line per run, then a summary: the medians of the rounds'
+instructions per reading, "baseline/processor" (the baseline's over the
+processor's; 1.0 or more is parity) and "metrics-on/off" (processor-metrics'
+over the processor's) where both were counted, and each round's ratios.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-import signal
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,41 +61,60 @@ SCRIPTS = {
     "baseline": ("benchmarks/baseline_processor.py", []),
     "processor": (PROCESSOR, ["--log-level=WARNING"]),
 }
-WITH_METRICS = "processor-metrics"  # the processor with --metrics-port, under --metrics
+WITH_METRICS = "processor-metrics"  # the processor with --metrics-port
+RATIOS = {"baseline/processor": ("baseline", "processor"),
+          "metrics-on/off": (WITH_METRICS, "processor")}  # fmt: skip
 
 
-def scripts(metrics: bool) -> dict[str, tuple[str, list[str]]]:
-    """The scripts to count side by side; with metrics, a new free port for the third."""
-    if not metrics:
-        return dict(SCRIPTS)
-    flags = ["--log-level=WARNING", f"--metrics-port={find_free_port()}"]
-    return {**SCRIPTS, WITH_METRICS: (PROCESSOR, flags)}
+def scripts(
+    names: Sequence[str], taken: set[int] | None = None
+) -> dict[str, tuple[str, list[str]]]:
+    """The named scripts with their flags; the processor with metrics on a free port (one
+    not in `taken`, which gets it)."""
+    taken = set() if taken is None else taken
+    chosen = {}
+    for name in names:
+        if name == WITH_METRICS:
+            while (port := find_free_port()) in taken:
+                pass
+            taken.add(port)
+            chosen[name] = (PROCESSOR, ["--log-level=WARNING", f"--metrics-port={port}"])
+        else:
+            chosen[name] = SCRIPTS[name]
+    return chosen
 
 
-def count_side_by_side(run: Run, outputs: int, metrics: bool) -> list[dict[str, Any]]:
-    """Instructions each script executed, every thread, from its start until it had
-    written `outputs` windows and stopped; and the seconds until its last window."""
+def count_all(runs: Sequence[tuple[Run, int]], names: Sequence[str]) -> list[dict[str, Any]]:
+    """Each script on each run's topic, all at once, each in a group of its own: the
+    instructions each executed, every thread, from its start until it had written the
+    run's windows and stopped; and the seconds until its last window."""
     started = time.monotonic()
-    chosen = scripts(metrics)
-    counts = {name: run.work / f"{unique_name(name)}.cachegrind" for name in chosen}
+    commands, on, outputs, ports = {}, {}, {}, set()
+    for run, windows in runs:
+        for name, command in scripts(names, ports).items():
+            key = f"{name}-{run.readings}"
+            commands[key], on[key], outputs[key] = command, run, windows
+    first = runs[0][0]
+    counts = {key: first.work / f"{unique_name(key)}.cachegrind" for key in commands}
     cachegrind = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--fair-sched=yes"]
-    wrappers = {name: [*cachegrind, f"--cachegrind-out-file={counts[name]}"] for name in chosen}
+    wrappers = {key: [*cachegrind, f"--cachegrind-out-file={counts[key]}"] for key in commands}
     seconds: dict[str, float] = {}
     # Leaving the block waits for every process to exit: valgrind writes its counts then.
-    with consumer_groups(run, chosen, wrappers, stop_timeout=run.timeout) as groups:
+    with consumer_groups(first, commands, wrappers, first.timeout, on) as groups:
 
-        def on_done(name: str) -> None:
-            seconds[name] = round(time.monotonic() - started, 1)
-            for child in groups[name].children:  # stopped, while the others go on
-                child.process.send_signal(signal.SIGTERM)
+        def on_done(key: str) -> None:
+            seconds[key] = round(time.monotonic() - started, 1)
+            groups[key].terminate()  # it stops while the others go on
 
-        side_by_side(run, groups, outputs, on_done)
+        side_by_side(first, groups, outputs, on_done)
     results = []
-    for name, path in counts.items():
-        summary = next(n for n in path.read_text().splitlines() if "summary:" in n)
-        instructions = int(summary.split()[1])
-        results.append({"name": name, "readings": run.readings,
-                        "instructions": instructions, "seconds": seconds[name]})  # fmt: skip
+    for name in names:
+        for run, _ in runs:
+            key = f"{name}-{run.readings}"
+            summary = next(n for n in counts[key].read_text().splitlines() if "summary:" in n)
+            instructions = int(summary.split()[1])
+            results.append({"name": name, "readings": run.readings,
+                            "instructions": instructions, "seconds": seconds[key]})  # fmt: skip
     return results
 
 
@@ -106,16 +124,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--large", type=int, default=30_000, help="readings; default 30000")
     parser.add_argument("--repeat", type=int, default=1, help="rounds; default 1")
     parser.add_argument(
-        "--metrics", action="store_true", help="also count the processor with --metrics-port"
+        "--scripts",
+        nargs="+",
+        choices=[*SCRIPTS, WITH_METRICS],
+        default=list(SCRIPTS),
+        help=f"what to count side by side; default {' '.join(SCRIPTS)}",
+    )
+    parser.add_argument(
+        "--metrics", action="store_true", help=f"also count {WITH_METRICS} (--metrics-port)"
     )
     opts = parser.parse_args(argv)
+    names = list(dict.fromkeys([*opts.scripts, *[WITH_METRICS] * opts.metrics]))
     if opts.large <= opts.small:
         parser.error("--large must be more readings than --small")
     if expected_closed_windows(Workload(opts.small, opts.sensors)) == 0:
         parser.error("--small closes no window: give it three readings per sensor or more")
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (Debian: apt install valgrind)")
-    per_reading: dict[str, list[float]] = {name: [] for name in scripts(opts.metrics)}
+    per_reading: dict[str, list[float]] = {name: [] for name in names}
     with broker_address() as address, tempfile.TemporaryDirectory() as work:
         runs = []
         for readings in (opts.small, opts.large):
@@ -125,9 +151,10 @@ def main(argv: list[str] | None = None) -> int:
             run = Run(address, raw, opts.partitions, workload.total, Path(work), opts.timeout)
             runs.append((run, expected_closed_windows(workload)))
         for _ in range(opts.repeat):
-            small, large = (count_side_by_side(run, outputs, opts.metrics) for run, outputs in runs)
-            for few, many in zip(small, large, strict=True):
-                print(json.dumps(few), json.dumps(many), sep="\n", flush=True)
+            results = count_all(runs, names)
+            for line in results:
+                print(json.dumps(line), flush=True)
+            for few, many in zip(results[::2], results[1::2], strict=True):
                 more = many["instructions"] - few["instructions"]
                 per_reading[few["name"]].append(more / (many["readings"] - few["readings"]))
     print(json.dumps(summarize(per_reading)), flush=True)
@@ -135,12 +162,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def summarize(per_reading: dict[str, list[float]]) -> dict[str, Any]:
-    """Medians of the rounds' instructions per reading, their ratios, and each round's."""
-    pairs = {"baseline/processor": ("baseline", "processor")}
-    if WITH_METRICS in per_reading:
-        pairs["metrics-on/off"] = (WITH_METRICS, "processor")
+    """Medians of the rounds' instructions per reading; the ratios of those counted (RATIOS),
+    of the medians and of each round."""
+    pairs = {key: pair for key, pair in RATIOS.items() if set(pair) <= per_reading.keys()}
     median = {name: statistics.median(counts) for name, counts in per_reading.items()}
-    rounds = len(per_reading["processor"])
+    rounds = len(next(iter(per_reading.values())))
     return {
         "name": "summary",
         "instructions_per_reading": {name: round(n) for name, n in median.items()},

@@ -225,6 +225,7 @@ def measure_sink(
     finally:
         sink.stop()
         connection.close()
+    seconds = round(done - ready, 3)
     problems = window_differences(windows, written, "sink")
     final = SINK_SUMMARY.findall(sink.log.read_text(errors="replace"))
     if [tuple(map(int, line)) for line in final] != [(len(windows), len(windows), 0)]:
@@ -232,8 +233,8 @@ def measure_sink(
     result = {
         "name": "sink",
         "rows": len(written),
-        "seconds": round(done - ready, 3),
-        "rows_per_s": round(len(written) / (done - ready)),
+        "seconds": seconds,
+        "rows_per_s": round(len(written) / seconds),
         "commit_interval_s": commit_interval,
         "peak_rss_mib": sink.peak_rss_mib,
         "cores": round(cores, 2),

@@ -14,6 +14,7 @@ import sys
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,27 +34,40 @@ BROKER_KIND = (
 )
 # The SCRAM user the Kafka broker is formatted with (SCRAM-SHA-256 and -512).
 SCRAM_USER = ("sensor-app", "correct-horse-battery-staple")
-# Tests that keep both cores busy for minutes (the benchmarks under valgrind or at full
-# speed), and every test that runs a whole demo (some hold it to its 5 s stop), run one
-# at a time: on two cores, two of them at once left a closed terminal's demo still
-# stopping after 5 s, and a 15 s demo's scripts not yet started. A file lock shared by
-# the xdist workers does it. (xdist 3.8's `--dist loadgroup` does not: it marks a group
-# in item._nodeid, which pytest 9 no longer reads, so grouped tests spread as any do.)
+# Tests that keep both cores busy (the benchmarks under valgrind or at full speed) run
+# one at a time, and the stops a test holds to 5 s run while no such test runs: on two
+# cores, two of them at once left a closed terminal's demo still stopping after 5 s. A
+# file lock shared by the xdist workers does it. (xdist 3.8's `--dist loadgroup` does
+# not: it marks a group in item._nodeid, which pytest 9 no longer reads.)
 ONE_AT_A_TIME = pytest.mark.one_at_a_time
 
 
-@pytest.fixture(autouse=True)
-def _one_at_a_time(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[None]:
-    """Hold the lock that every test marked ONE_AT_A_TIME takes, before its other fixtures."""
-    if request.node.get_closest_marker("one_at_a_time") is None:
-        yield
-        return
+@contextmanager
+def holding_the_lock(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The file lock every xdist worker of this session shares."""
     # Every worker's base temp is a folder of the session's one (pytest-N/popen-gwK).
     shared = tmp_path_factory.getbasetemp()
     shared = shared.parent if os.environ.get("PYTEST_XDIST_WORKER") else shared
     with open(shared / "one-at-a-time.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
+
+
+@pytest.fixture(autouse=True)
+def _one_at_a_time(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[None]:
+    """Hold the lock for the whole of a test marked ONE_AT_A_TIME, before its other fixtures."""
+    if request.node.get_closest_marker("one_at_a_time") is None:
+        yield
+        return
+    with holding_the_lock(tmp_path_factory):
+        yield
+
+
+@pytest.fixture
+def one_at_a_time(tmp_path_factory) -> Callable[[], AbstractContextManager[None]]:
+    """The same lock, for a test to hold around its timing-critical part only (a stop
+    that must end within 5 s), so the rest of it runs beside other tests."""
+    return lambda: holding_the_lock(tmp_path_factory)
 
 
 @pytest.fixture(autouse=True)

@@ -24,7 +24,7 @@ from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import ONE_AT_A_TIME, TopicNames, crash
+from conftest import TopicNames, crash
 from helpers import Script, create_topic, read_to_end
 from processes import children_of, command_of, descendants, poll_until, running
 from sensor_lib.demo import closing_summary
@@ -148,26 +148,6 @@ def assert_clean_run(run: DemoRun, *, interrupted: bool = False) -> None:
 # --- Again and again --------------------------------------------------------------------
 
 
-@ONE_AT_A_TIME
-@pytest.mark.integration
-def test_make_demo_runs_twice_in_a_row_on_its_own_embedded_broker_and_database(
-    names, tmp_path: Path
-) -> None:
-    # The same topic and group names both times, and one log folder: a run must still
-    # never meet the window state or the table of the run before (a broker ago). Each run
-    # is stopped once it shows every sensor, not after a fixed time: on a loaded machine
-    # the scripts may take longer than a short DURATION to start.
-    env = demo_env(nothing_listens_at(), tmp_path, names)
-    for _ in range(2):
-        run = interrupt_make_demo(env)
-        assert_clean_run(run, interrupted=True)
-        assert BROKER_STARTED.search(run.stderr), run.stderr
-        assert "started an embedded PostgreSQL" in run.stderr
-        assert run.topics() == (names.raw, names.agg, names.dlq, names.group, names.group + "-sink")
-    assert not (tmp_path / "postgres").exists()  # the database went with the run
-
-
-@ONE_AT_A_TIME
 @pytest.mark.integration
 def test_make_demo_runs_twice_on_a_broker_that_keeps_its_data_with_topics_of_its_own(
     broker_address: str, tmp_path: Path
@@ -190,7 +170,6 @@ def test_make_demo_runs_twice_on_a_broker_that_keeps_its_data_with_topics_of_its
     assert_remove_old_runs_keeps_only_what_is_not_theirs(broker_address, env, [first, second])
 
 
-@ONE_AT_A_TIME
 @pytest.mark.integration
 @pytest.mark.parametrize("guarantee", ["at-least-once", "exactly-once"])
 def test_the_demo_rides_out_a_broker_restart_and_still_shows_a_true_picture(
@@ -358,40 +337,13 @@ def assert_all_stop_within(children: list[int], port: int, timeout: float) -> No
     )
 
 
-@ONE_AT_A_TIME
 @pytest.mark.integration
-def test_sighup_to_the_demo_stops_every_child_and_frees_the_broker_port_within_5s(
-    running_demo: tuple[Script, list[int], int],
+def test_a_second_demo_is_refused_and_sighup_then_stops_every_child_within_5s(
+    running_demo: tuple[Script, list[int], int], tmp_path: Path, one_at_a_time
 ) -> None:
     demo, children, port = running_demo
     assert_the_metrics_urls_answer(demo.output())
-    demo.process.send_signal(signal.SIGHUP)  # what a closed terminal sends
-    assert_all_stop_within(children, port, timeout=5)
-    assert demo.wait(timeout=30) == 0, demo.output()
-    assert CLOSING_LINE.search(demo.output()), demo.output()
-
-
-@ONE_AT_A_TIME
-@pytest.mark.integration
-def test_sigkill_of_the_demo_stops_every_child_within_5s_and_the_next_run_starts_clean(
-    running_demo: tuple[Script, list[int], int], names, tmp_path: Path
-) -> None:
-    demo, children, port = running_demo
-    demo.process.kill()  # a crash: no chance to clean up; the kernel tells the children
-    assert_all_stop_within(children, port, timeout=5)
-    assert any((tmp_path / "state").iterdir())  # the crashed run's window state is left over
-    # The next run, with the same names and log folder, must not trip over it. It stops
-    # once every sensor shows: a DURATION could end it before the scripts start (a busy CI).
-    env = demo_env(f"127.0.0.1:{port}", tmp_path, names)
-    assert_clean_run(interrupt_make_demo(env), interrupted=True)
-
-
-@ONE_AT_A_TIME
-@pytest.mark.integration
-def test_a_second_demo_on_the_same_log_folder_is_refused_and_the_first_runs_on(
-    running_demo: tuple[Script, list[int], int], tmp_path: Path
-) -> None:
-    demo, children, port = running_demo
+    # One demo per log folder: a second one there is refused, and the first runs on.
     second = run_demo(demo_env(f"127.0.0.1:{port}", tmp_path))
     assert second.returncode == 1, second.stderr
     assert second.stderr == (
@@ -400,9 +352,32 @@ def test_a_second_demo_on_the_same_log_folder_is_refused_and_the_first_runs_on(
     )
     assert all(map(running, children))
     assert any((tmp_path / "state").iterdir())  # the first run's window state is untouched
-    demo.process.send_signal(signal.SIGINT)
-    assert demo.wait(timeout=60) == 0, demo.output()
+    with one_at_a_time():
+        demo.process.send_signal(signal.SIGHUP)  # what a closed terminal sends
+        assert_all_stop_within(children, port, timeout=5)
+    assert demo.wait(timeout=30) == 0, demo.output()
     assert CLOSING_LINE.search(demo.output()), demo.output()
+
+
+@pytest.mark.integration
+def test_sigkill_of_the_demo_stops_every_child_within_5s_and_the_next_run_starts_clean(
+    running_demo: tuple[Script, list[int], int], names, tmp_path: Path, one_at_a_time
+) -> None:
+    demo, children, port = running_demo
+    with one_at_a_time():
+        demo.process.kill()  # a crash: no chance to clean up; the kernel tells the children
+        assert_all_stop_within(children, port, timeout=5)
+    assert any((tmp_path / "state").iterdir())  # the crashed run's window state is left over
+    # The next run, with the same names and log folder, on its own broker and database,
+    # must not trip over it. It stops once every sensor shows: a DURATION could end it
+    # before the scripts start (a busy CI).
+    env = demo_env(f"127.0.0.1:{port}", tmp_path, names)
+    run = interrupt_make_demo(env)
+    assert_clean_run(run, interrupted=True)
+    assert BROKER_STARTED.search(run.stderr), run.stderr
+    assert "started an embedded PostgreSQL" in run.stderr
+    assert run.topics() == (names.raw, names.agg, names.dlq, names.group, names.group + "-sink")
+    assert not (tmp_path / "postgres").exists()  # the database went with the run
 
 
 def in_a_terminal(command: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -415,13 +390,16 @@ def in_a_terminal(command: str, env: dict[str, str], log: Path) -> subprocess.Po
     )  # fmt: skip
 
 
-def close_terminal_and_check_all_stop(terminal: subprocess.Popen[bytes], port: int) -> None:
+def close_terminal_and_check_all_stop(
+    terminal: subprocess.Popen[bytes], port: int, one_at_a_time: Callable
+) -> None:
     """Close the terminal; everything it ran must stop within 5 s and free the broker's port."""
     processes = descendants(terminal.pid)
     try:
-        terminal.kill()  # the window closes: the kernel hangs up its terminal
-        terminal.wait()
-        assert_all_stop_within(processes, port, timeout=5)
+        with one_at_a_time():
+            terminal.kill()  # the window closes: the kernel hangs up its terminal
+            terminal.wait()
+            assert_all_stop_within(processes, port, timeout=5)
     finally:
         for pid in processes:
             if running(pid):
@@ -432,10 +410,9 @@ def close_terminal_and_check_all_stop(terminal: subprocess.Popen[bytes], port: i
 # make waits for its child, which hears nothing: the launchers must notice the hang-up.
 
 
-@ONE_AT_A_TIME
 @pytest.mark.integration
 def test_closing_the_terminal_that_runs_make_demo_stops_every_process_within_5s(
-    names, tmp_path: Path
+    names, tmp_path: Path, one_at_a_time
 ) -> None:
     address = nothing_listens_at()
     env = demo_env(address, tmp_path, names)
@@ -446,23 +423,22 @@ def test_closing_the_terminal_that_runs_make_demo_stops_every_process_within_5s(
         timeout=90,
         what=lambda: (tmp_path / "terminal.log").read_text(errors="replace")[-2000:],
     )
-    close_terminal_and_check_all_stop(terminal, int(address.rsplit(":", 1)[1]))
+    close_terminal_and_check_all_stop(terminal, int(address.rsplit(":", 1)[1]), one_at_a_time)
     # It stopped as on SIGHUP: in order, each script with its last words.
     assert FINAL_SUMMARY.search(processor_log.read_text())
     assert DELIVERED.search((tmp_path / "producer.log").read_text())
     assert not (tmp_path / "state").exists()
 
 
-@ONE_AT_A_TIME
 @pytest.mark.integration
 def test_closing_the_terminal_that_runs_make_broker_stops_the_broker_within_5s(
-    tmp_path: Path,
+    tmp_path: Path, one_at_a_time
 ) -> None:
     port = find_free_port()
     terminal = in_a_terminal(f"make broker BROKER_PORT={port}", dict(os.environ), tmp_path / "t")
     poll_until(lambda: is_listening("127.0.0.1", port), timeout=60,
                what=lambda: (tmp_path / "t").read_text(errors="replace"))  # fmt: skip
-    close_terminal_and_check_all_stop(terminal, port)
+    close_terminal_and_check_all_stop(terminal, port, one_at_a_time)
 
 
 # --- Failures before anything starts ------------------------------------------------
