@@ -242,9 +242,11 @@ def wait_for_group(
 def stop_in_order(
     broker: DemoSettings, scripts: dict[str, Popen[bytes]], stop: StopSignals, early: str | None
 ) -> str | None:
-    """Producer, processor and sink (once each is done), viewer; why one was not done, if so."""
-    processes.stop_child(scripts["producer"], STOP_TIMEOUT)
+    """Producer, processor and sink (once each is done), viewer; why one was not done, if so.
+    In a hurry (a second signal, a hang-up) nobody waits for the last picture: all at once."""
     waited = None
+    if not stop.hurry.is_set():
+        processes.stop_child(scripts["producer"], STOP_TIMEOUT)
     if not early and scripts["producer"].returncode == 0 and not stop.hurry.is_set():
         s = broker
         waited = wait_for_group(
@@ -252,12 +254,11 @@ def stop_in_order(
         )
         if waited is None:  # every aggregate is on its topic
             waited = wait_for_group(s, s.agg_topic, s.sink_group, ("sink", scripts["sink"]), stop)
-    if stop.hurry.is_set():  # nobody waits for the last picture; a second signal: no drain
-        for name in ("processor", "sink", "viewer", "viewer"):
-            scripts[name].terminate()
-            with suppress(subprocess.TimeoutExpired):
-                scripts[name].wait(0.5)
-    for name in ("processor", "sink", "viewer"):
+    if stop.hurry.is_set():  # a second SIGTERM tells the viewer not to read on to the end
+        for name in ("producer", "processor", "sink", "viewer", "viewer"):
+            with suppress(ProcessLookupError):
+                scripts[name].terminate()
+    for name in ("producer", "processor", "sink", "viewer"):
         processes.stop_child(scripts[name], STOP_TIMEOUT)
     return waited
 

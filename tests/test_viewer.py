@@ -26,6 +26,7 @@ from rich.console import Console
 from conftest import crash
 from helpers import Script, create_topic, produce, run_script
 from sensor_lib.aggregates import Aggregate, InvalidAggregate, parse_aggregate
+from sensor_lib.embedded_broker import EmbeddedBroker
 from sensor_lib.processes import ServerProcess, find_free_port
 from sensor_lib.settings import load_settings
 from sensor_stream_viewer import (
@@ -448,12 +449,11 @@ def test_a_lost_broker_is_one_line_and_a_stop_still_exits_0(
 
 
 @pytest.mark.integration
-def test_a_viewer_waiting_for_its_topic_waits_on_through_a_broker_outage(
-    names: Any, start_broker: Callable[..., ServerProcess]
-) -> None:
+def test_a_viewer_waiting_for_its_topic_waits_on_through_a_broker_outage(names: Any) -> None:
+    # A broker that comes back empty, as a throwaway embedded one does, on either suite.
     port = find_free_port()
     address = f"127.0.0.1:{port}"
-    broker = start_broker(port).start()
+    broker = EmbeddedBroker(port).start()
     try:
         with Script("sensor_stream_viewer.py", "--broker-address", address,
                     "--agg-topic", names.agg) as viewer:  # fmt: skip
