@@ -282,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     return quix_app.run(  # checks, restarts, metrics, one-line errors: sensor_lib/quix_app.py
         settings,
         lambda app: build_pipeline(app, settings, counters, dead),
+        logger,
         topics=[s.raw_topic, s.dlq_topic, s.agg_topic],
         source=s.raw_topic,
         announce=f"Aggregating {s.raw_topic} into {s.window_seconds}s windows on {s.agg_topic} "

@@ -101,9 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     url, s = settings.postgres_url.get_secret_value(), settings
     rows = Rows(DeadLetterSink(settings, settings.dlq_topic))
     table = WindowsSink(url, settings.sink_table)
-    return quix_app.run(  # checks, restarts and one-line errors: sensor_lib/quix_app.py
+    return quix_app.run(  # checks, restarts, metrics, one-line errors: sensor_lib/quix_app.py
         settings,
         lambda app: build_pipeline(app, settings, rows, table),
+        logger,
         topics=[s.agg_topic, s.dlq_topic],
         source=s.agg_topic,
         stateful=False,

@@ -48,8 +48,6 @@ from sensor_lib.metrics import ConsumerLag, serve
 from sensor_lib.processes import StopSignals
 from sensor_lib.settings import QuixAppSettings, configure_logging
 
-logger = logging.getLogger(__name__)
-
 # A 6 s session keeps group joins and failover quick on any broker. A fetch waits at
 # most 50 ms: some brokers (the embedded one) hold it that long even when messages
 # are there, and librdkafka's default 500 ms would then be most of a window's latency.
@@ -84,6 +82,7 @@ class CannotRun(RuntimeError):
 def run(
     settings: QuixAppSettings,
     build: Callable[[Application], object],
+    logger: logging.Logger,
     *,
     topics: Sequence[str],
     source: str,
@@ -94,7 +93,8 @@ def run(
     metrics: Callable[[ConsumerLag], Callable[[], Iterable[Metric]]] | None = None,
     histograms: Sequence[Histogram] = (),
 ) -> int:
-    """A Quix Streams script's main(): check, then run the Application until it is stopped.
+    """A Quix Streams script's main(): check, then run the Application until it is stopped,
+    logging to the script's `logger`.
 
     `build` adds the dataframe to an Application; `topics` are created if missing,
     `source` is the one the dataframe reads. A `stateful` dataframe keeps state under
@@ -121,8 +121,8 @@ def run(
                 check()
             logger.info("%s", announce)
             started = True
-            with periodic_summary(summary, settings.summary_interval):
-                run_application(settings, build, consumer_extra)
+            with periodic_summary(summary, settings.summary_interval, logger):
+                run_application(settings, build, consumer_extra, logger)
     except KeyboardInterrupt:  # Ctrl-C before Quix Streams ran, or a second one as it stopped
         logger.info("Stopped" if started else "Stopped before processing began")
     except (CannotRun, BrokerUnavailable, TopicError) as exc:
@@ -178,6 +178,7 @@ def run_application(
     settings: QuixAppSettings,
     build: Callable[[Application], object],
     consumer_extra: dict[str, Any],
+    logger: logging.Logger,
 ) -> None:
     """Run the Application until it stops. After a broker restart the next commit can
     fail: join the group again from the last commit, as a restarted script would (the
@@ -208,7 +209,9 @@ def summary_line(dead_letters: Mapping[str, int], **counts: int) -> str:
 
 
 @contextmanager
-def periodic_summary(summary: Callable[[], str], interval: float) -> Iterator[None]:
+def periodic_summary(
+    summary: Callable[[], str], interval: float, logger: logging.Logger
+) -> Iterator[None]:
     """Log `summary()` every `interval` seconds while the body runs, and once at the end."""
     stop = threading.Event()
 

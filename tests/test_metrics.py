@@ -172,7 +172,7 @@ def test_a_metrics_port_that_is_taken_is_one_line_naming_metrics_port(script: st
         result = run_script(script, "--metrics-port", str(port), "--broker-timeout", "1")
     assert result.returncode == 1
     (line,) = result.stderr.splitlines()
-    assert f" ERROR sensor_lib.quix_app: cannot serve metrics on 127.0.0.1:{port} " in line
+    assert f" ERROR {script[:-3]}: cannot serve metrics on 127.0.0.1:{port} " in line
     assert "(METRICS_HOST:METRICS_PORT): Address already in use; set METRICS_PORT" in line
 
 
