@@ -142,6 +142,25 @@ def expected_closed_windows(workload: Workload) -> int:
     return closed
 
 
+def readings_to_close(workload: Workload, windows: int) -> int:
+    """How many readings, in production order, it takes to close `windows` windows: the
+    work a group had done when that many of its windows were out. Windows close in bursts
+    (every sensor's in the same round), so their count is no linear measure of the work."""
+    closed_by = [0] * workload.sensors  # windows closed so far, per sensor
+    closed = 0
+    for index in range(workload.total):
+        if closed >= windows:
+            return index
+        slot = index % workload.sensors
+        first = workload.event_time_ms(slot)
+        first_start = first - first % workload.window_ms
+        latest_end = workload.event_time_ms(index) - workload.grace_ms
+        now = max(0, (latest_end - first_start) // workload.window_ms)
+        closed += now - closed_by[slot]
+        closed_by[slot] = now
+    return workload.total
+
+
 def workload_arguments(
     doc: str, *, readings: int | None = 300_000, sensors: int = 1000, timeout: float | None = None
 ) -> argparse.ArgumentParser:
@@ -178,9 +197,18 @@ def broker_address(address: str | None = None) -> Iterator[str]:
         raise SystemExit(f"BENCH_BROKER must be embedded or kafka, not {kind!r}")
     with (
         exit_when_stopped(f"stopped; the {kind} broker it started is stopped"),
-        KafkaBroker() if kind == "kafka" else EmbeddedBroker() as broker,
+        ShippedKafka() if kind == "kafka" else EmbeddedBroker() as broker,
     ):
         yield broker.address
+
+
+class ShippedKafka(KafkaBroker):
+    """Apache Kafka with its own default group.initial.rebalance.delay.ms, 3 s (the tests'
+    broker has 0): a group's first rebalance waits for more members, so the processes of a
+    group started together join it at once, and none starts alone on every partition."""
+
+    def server_properties(self, log_dirs: Path) -> str:
+        return super().server_properties(log_dirs) + "group.initial.rebalance.delay.ms=3000\n"
 
 
 def unique_name(prefix: str) -> str:

@@ -18,8 +18,9 @@ from __future__ import annotations
 import itertools
 import json
 
-from baseline_processor import SESSION, arguments
 from confluent_kafka import Consumer, Producer
+
+from baseline_processor import SESSION, arguments
 
 
 def limit(broker_address: str, raw: str, agg: str, group: str, count: int) -> None:

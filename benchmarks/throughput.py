@@ -22,8 +22,11 @@ and then, each round, baseline and processor side by side: both at once, each in
 its own group on the same data, measured by the CPU time each spends per reading.
 
 The harness times each consumer from its consumer group's join to the last
-output read from its output topic (start-up is `startup_s`; see harness.py),
-and the sink from its group's join to the table holding a row per window
+output read from its output topic (start-up is `startup_s`; see harness.py);
+where windows were out before that (`outputs_at_start`: a process of a group
+that worked before the others had joined), the readings that closed them (in
+production order) are left out of `readings_timed` and the rates. It times
+the sink from its group's join to the table holding a row per window
 (SELECT count(*)); the sink writes at each checkpoint, so that time includes up
 to one commit interval of waiting for the last. Prints one JSON line per
 measurement (the processors' with `windows_per_s`, the sink's with
@@ -72,8 +75,10 @@ from harness import (
     create_topics,
     expected_closed_windows,
     group_is_stable,
+    machine_busy_seconds,
     measurement,
     produce_workload,
+    readings_to_close,
     time_consumers,
     unique_name,
     wait_until,
@@ -210,7 +215,7 @@ def measure_sink(
     try:
         sample_memory = Sampler(sink.rss_mib)
         ready = wait_until(lambda: group_is_stable(admin, group), "sink group", 120, [sink])
-        cpu = sink.cpu_seconds()
+        cpu, busy = sink.cpu_seconds(), machine_busy_seconds()
 
         def all_written() -> bool:
             sample_memory()
@@ -218,6 +223,7 @@ def measure_sink(
 
         done = wait_until(all_written, f"{len(windows)} rows", run.timeout, [sink])
         cores = (sink.cpu_seconds() - cpu) / (done - ready)
+        machine_cores = (machine_busy_seconds() - busy) / (done - ready)  # PostgreSQL's too
         sink.stop()
         written = table_rows(connection, table)
         with connection.cursor() as cur:
@@ -238,6 +244,7 @@ def measure_sink(
         "commit_interval_s": commit_interval,
         "peak_rss_mib": sink.peak_rss_mib,
         "cores": round(cores, 2),
+        "machine_cores": round(machine_cores, 2),
         "startup_s": round(ready - sink.started, 3),
     }
     return result, problems
@@ -285,10 +292,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def run_consumers(
-    opts: argparse.Namespace, run: Run, expected: int, database: str | None
+    opts: argparse.Namespace, run: Run, workload: Workload, database: str | None
 ) -> dict[str, Any]:
     """Every round of the consumers, and of the sink on the processor's aggregates; returns
     the summary's figures and the problems found."""
+    expected = expected_closed_windows(workload)
     count = f"--count={run.readings}"
     processor = (PROCESSOR, [f"--log-level={opts.processor_log_level}"], expected)
     baseline = ("benchmarks/baseline_processor.py", [], expected)
@@ -312,7 +320,14 @@ def run_consumers(
             if instances > 1:
                 result["instances"] = instances
             if outputs == expected:
-                result["windows_per_s"] = round(outputs / result["seconds"])
+                # Windows out before the clock started (one process of a group working
+                # before the others had joined) were work done outside the timed span.
+                seconds = max(result["seconds"], 0.001)  # printed to the millisecond
+                if early := result.get("outputs_at_start", 0):
+                    timed = run.readings - readings_to_close(workload, early)
+                    result["readings_timed"] = timed
+                    result["readings_per_s"] = round(timed / seconds)
+                result["windows_per_s"] = round((outputs - early) / seconds)
                 tables[name] = window_table(read_to_end(broker, topics[name], timeout=120))
             print(json.dumps(result), flush=True)
             results[name].append(result)
@@ -410,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
         raw = unique_name("raw")
         produce_workload(address, raw, opts.partitions, workload)
         run = Run(address, raw, opts.partitions, workload.total, work, opts.timeout)
-        figures = run_consumers(opts, run, expected, postgres_url)
+        figures = run_consumers(opts, run, workload, postgres_url)
         run_producers(opts, run)
     problems = figures.pop("problems")
     summary = {
