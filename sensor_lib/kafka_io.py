@@ -82,21 +82,27 @@ def wait_for_broker(broker: BrokerSettings, timeout: float) -> None:
 
 
 def start_up(
-    settings: BrokerSettings, logger: logging.Logger, before: str, topics: Sequence[str] = ()
+    settings: BrokerSettings,
+    logger: logging.Logger,
+    before: str,
+    topics: Sequence[str] = (),
+    log_level: str | None = "INFO",
 ) -> StopSignals:
-    """A script's start: its logging, then wait for the broker and create `topics`.
+    """A script's start: its logging (unless `log_level` is None: set up already), then
+    wait for the broker and create `topics` (with the settings' PARTITIONS) where missing.
 
     A stop meanwhile exits 0 with "Stopped before <before>"; no broker, or a topic it
     refuses, exits 1 with one line. Returns the stop signals, for the rest of the run.
     """
-    configure_logging("INFO", BrokerOutageLog(settings.broker_address))
+    if log_level is not None:
+        configure_logging(log_level, BrokerOutageLog(settings.broker_address))
     stop = StopSignals.install()
     try:
         with stop.interrupting():  # stop at once, whatever the client is waiting for
             wait_for_broker(settings, settings.broker_timeout)
             for topic in topics:
-                assert isinstance(settings, TopicSettings)
-                ensure_topic(settings, topic, settings.partitions, settings.broker_timeout)
+                partitions = settings.partitions if isinstance(settings, TopicSettings) else 1
+                ensure_topic(settings, topic, partitions, settings.broker_timeout)
     except KeyboardInterrupt:
         logger.info("Stopped before %s", before)
         raise SystemExit(0) from None
@@ -109,8 +115,9 @@ def start_up(
 def silent_logger() -> logging.Logger:
     # librdkafka logs every failed connect attempt; the single line we raise is enough.
     logger = logging.getLogger("sensor_lib.kafka_io.silent")
-    logger.propagate = False
-    logger.addHandler(logging.NullHandler())
+    if logger.propagate:  # the first time only
+        logger.propagate = False
+        logger.addHandler(logging.NullHandler())
     return logger
 
 

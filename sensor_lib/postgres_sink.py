@@ -56,9 +56,8 @@ def prepare_table(url: str, table: str) -> None:
             cur.execute(sql.SQL(CREATE_TABLE).format(table=sql.Identifier(table)))
         connection.close()
     except psycopg2.Error as exc:
-        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CannotRun(
-            f"could not use the database at POSTGRES_URL {redact(url)} ({why}); "
+            f"could not use the database at POSTGRES_URL {redact(url)} ({first_line(exc)}); "
             f"{HOW_TO_START_A_DATABASE}"
         ) from None
 

@@ -52,10 +52,11 @@ class ProgressLine:
         self.shown_at = 0.0
 
     def show(self, produced: int, report: DeliveryReport, *, now: bool = False) -> None:
-        if now or (clock := time.monotonic()) - self.shown_at > 0.1:
+        clock = time.monotonic()
+        if now or clock - self.shown_at > 0.1:
             deliveries = f"delivered {report.delivered:,} failed {report.failed:,}"
             self.progress.update(self.task, completed=produced, deliveries=deliveries)
-            self.shown_at = time.monotonic() if now else clock
+            self.shown_at = clock
 
     def __enter__(self) -> ProgressLine:
         self.progress.start()

@@ -36,16 +36,8 @@ from quixstreams.state.rocksdb import RocksDBOptions
 
 from sensor_lib.dead_letters import DeadLetterError
 from sensor_lib.embedded_broker import PROCESSOR_PRODUCER_CONFIG
-from sensor_lib.kafka_io import (
-    BrokerOutageLog,
-    BrokerUnavailable,
-    TopicError,
-    ensure_topic,
-    silent_logger,
-    wait_for_broker,
-)
+from sensor_lib.kafka_io import BrokerOutageLog, silent_logger, start_up
 from sensor_lib.metrics import ConsumerLag, serve
-from sensor_lib.processes import StopSignals
 from sensor_lib.settings import QuixAppSettings, configure_logging
 
 # A 6 s session keeps group joins and failover quick on any broker. A fetch waits at
@@ -96,11 +88,11 @@ def run(
     """A Quix Streams script's main(): check, then run the Application until it is stopped,
     logging to the script's `logger`.
 
-    `build` adds the dataframe to an Application; `topics` are created if missing,
-    `source` is the one the dataframe reads. A `stateful` dataframe keeps state under
-    STATE_DIR, which is checked. `checks` run once the broker answers. `summary` is
-    logged every SUMMARY_INTERVAL and at the end. With METRICS_PORT set, /metrics serves
-    what `metrics(lag)` collects, and `histograms`. Returns the exit status.
+    `build` adds the dataframe to an Application; `topics` are created if missing
+    (kafka_io.start_up), `source` is the one the dataframe reads. A `stateful` dataframe
+    keeps state under STATE_DIR, which is checked. `checks` run once the broker answers.
+    `summary` is logged every SUMMARY_INTERVAL and at the end. With METRICS_PORT set,
+    /metrics serves what `metrics(lag)` collects, and `histograms`. Returns the exit status.
     """
     configure_logging(settings.log_level, BrokerOutageLog(settings.broker_address))
     lag = ConsumerLag()
@@ -109,12 +101,10 @@ def run(
     consumer_extra = lag.config() if settings.metrics_port else {}
     started = False
     try:
-        with StopSignals.install().interrupting():  # until Quix Streams installs its own
-            if stateful:
-                check_state_dir(settings)
-            wait_for_broker(settings, settings.broker_timeout)
-            for topic in topics:
-                ensure_topic(settings, topic, settings.partitions, settings.broker_timeout)
+        if stateful:
+            check_state_dir(settings)
+        stop = start_up(settings, logger, "processing began", topics, log_level=None)
+        with stop.interrupting():  # until Quix Streams installs its own
             if stateful:
                 check_saved_state_matches_broker(settings, source)
             for check in checks:
@@ -125,7 +115,7 @@ def run(
                 run_application(settings, build, consumer_extra, logger)
     except KeyboardInterrupt:  # Ctrl-C before Quix Streams ran, or a second one as it stopped
         logger.info("Stopped" if started else "Stopped before processing began")
-    except (CannotRun, BrokerUnavailable, TopicError) as exc:
+    except CannotRun as exc:
         logger.error("%s", exc)
         return 1
     except Exception as exc:

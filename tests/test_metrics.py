@@ -152,7 +152,7 @@ def test_the_producer_counts_what_it_sent_and_the_broker_confirmed(
     assert found[("sensor_producer_readings_total", ())] == on_topic == 31
     assert found[("sensor_producer_delivery_failures_total", ())] == 0
     assert found[("sensor_producer_watermarks_total", ())] == 0
-    assert found[("sensor_producer_rate_readings_per_second", ())] >= 0
+    assert ("sensor_producer_rate_readings_per_second", ()) in found  # its value: test-fast
     assert "Delivered 31 of 31 readings" in producing.output()
 
 

@@ -5,13 +5,17 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import logging
 import random
 import sys
 from datetime import UTC, datetime
+from types import SimpleNamespace
 
 import pytest
 
-from sensor_lib.progress import make_progress
+from sensor_lib.kafka_io import DeliveryReport
+from sensor_lib.metrics import producer_metrics
+from sensor_lib.progress import ProgressLine, make_progress
 from sensor_stream_producer import MAX_DRIFT, generate_readings, make_reading, make_sensors
 
 
@@ -94,3 +98,28 @@ def test_the_rate_shown_is_the_last_seconds_not_the_average_since_start(
                 )
                 shown.extend(word for word in line.split() if word.endswith("/s"))
     assert shown == ["131/s", "20/s", "20/s", "20/s", "20/s", "20/s"]
+
+
+def test_the_rate_metric_is_the_rate_of_the_last_seconds_the_progress_line_shows() -> None:
+    # 40 readings/s for 5 s, then 10/s for 5 s, on a fake clock: the gauge reads rich's
+    # estimate over the last 5 s (10/s; the average since the start is 25/s), and the
+    # totals read the delivery reports.
+    delivered = DeliveryReport(logging.getLogger("test"))
+    sensors = SimpleNamespace(produced=0, readings=delivered, watermarks=DeliveryReport(None))
+    line = ProgressLine(0, quiet=True)
+    clock = [0.0]
+    line.progress.get_time = lambda: clock[0]
+    collect = producer_metrics(sensors, line)
+    for tick in range(1, 201):
+        clock[0] = tick / 20
+        sensors.produced += 2 if tick <= 100 else tick % 2
+        delivered.delivered = sensors.produced - 1
+        line.show(sensors.produced, delivered, now=True)
+    found = {m.name: m.samples[0].value for m in collect()}
+    assert found == {
+        "sensor_producer_readings": 250,
+        "sensor_producer_readings_delivered": 249,
+        "sensor_producer_delivery_failures": 0,
+        "sensor_producer_watermarks": 0,
+        "sensor_producer_rate_readings_per_second": pytest.approx(10.0, rel=0.05),
+    }
