@@ -16,12 +16,24 @@ WORKERS ?= 6
 
 install: $(VENV)/.installed
 
+# One install at a time: `make kafka` and `make postgres`, started in two terminals,
+# both need it. The lock is a folder, as mkdir is atomic everywhere (flock(1) is not
+# on macOS); a run that waited for it finds .venv installed and does nothing.
+LOCK := $(VENV).lock
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed; set PYTHON=python3.11")'
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
-	@touch $@
+	@until mkdir $(LOCK) 2>/dev/null; do \
+	  [ -n "$$waiting" ] || echo "waiting for the install in another terminal (if none runs: rmdir $(LOCK))"; \
+	  waiting=1; sleep 1; \
+	done; \
+	trap 'rmdir $(LOCK)' EXIT; trap 'exit 1' HUP INT TERM; \
+	if [ -f $@ ] && [ ! requirements.txt -nt $@ ] && [ ! requirements-dev.txt -nt $@ ]; then exit 0; fi; \
+	set -e; \
+	echo "installing the pinned requirements into $(VENV)"; \
+	$(PYTHON) -m venv $(VENV); \
+	$(BIN)/python -m pip install --quiet --upgrade pip; \
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt; \
+	touch $@
 
 demo: install
 	$(BIN)/python -m sensor_lib.demo --duration $(DURATION)

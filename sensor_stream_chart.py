@@ -22,12 +22,13 @@ from confluent_kafka import KafkaError, KafkaException, Message
 from pydantic import Field, PositiveFloat, field_validator
 from pydantic_settings import CliPositionalArg
 
-from sensor_lib import kafka_io
-from sensor_lib.aggregates import Aggregate, InvalidAggregate, parse_aggregate
+from sensor_lib.aggregates import Aggregate, InvalidAggregate, parse_aggregate, sensor_order
+from sensor_lib.broker import start_up
+from sensor_lib.consuming import read_to_end
+from sensor_lib.errors import CannotRun, StoppedEarly, exit_status
 from sensor_lib.event_time import from_epoch_ms, parse_iso_ms
+from sensor_lib.readings import InvalidReading, parse_reading
 from sensor_lib.settings import BrokerSettings, load_settings
-from sensor_stream_processor import InvalidReading, parse_reading
-from sensor_stream_viewer import sensor_order
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure  # matplotlib loads only when a chart is drawn
@@ -115,15 +116,26 @@ def chart_figure(series: dict[str, SensorSeries]) -> Figure:
         if one.windows:
             edges, steps = window_stairs(one.windows)
             mins, means, maxes = zip(*steps, strict=True)
-            ax.stairs(maxes, edges, baseline=mins, fill=True, color="tab:blue", alpha=0.2,
-                      label="window min-max")  # fmt: skip
+            ax.stairs(
+                maxes,
+                edges,
+                baseline=mins,
+                fill=True,
+                color="tab:blue",
+                alpha=0.2,
+                label="window min-max",
+            )
             # baseline=None draws the mean as a line alone, with no sides down to 0.
-            ax.stairs(means, edges, baseline=None, color="tab:blue", linewidth=1.5,
-                      label="window mean")  # fmt: skip
+            ax.stairs(
+                means, edges, baseline=None, color="tab:blue", linewidth=1.5, label="window mean"
+            )
         readings = list(zip(*one.readings, strict=True)) or [[], []]
         ax.scatter(*readings, s=6, color="tab:orange", label="reading")
-        ax.set_title(f"{sensor}: {len(one.readings)} readings, {len(one.windows)} windows",
-                     loc="left", fontsize="medium")  # fmt: skip
+        ax.set_title(
+            f"{sensor}: {len(one.readings)} readings, {len(one.windows)} windows",
+            loc="left",
+            fontsize="medium",
+        )
         ax.set_ylabel("°C")
         ax.grid(alpha=0.3)
     figure.suptitle("Readings and window mean inside the window's min-max band", x=0.01, ha="left")
@@ -133,35 +145,34 @@ def chart_figure(series: dict[str, SensorSeries]) -> Figure:
     return figure
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> None:
     settings = load_settings(ChartSettings, argv)
-    stop = kafka_io.start_up(settings, logger, "writing the chart")
+    stop = start_up(settings, logger, "writing the chart")
     topics = (settings.agg_topic, settings.raw_topic)
     messages = []
     try:
         with stop.interrupting():
             for topic in topics:
-                timeout = settings.read_timeout
-                messages.append(kafka_io.read_to_end(settings, topic, timeout=timeout))
+                messages.append(read_to_end(settings, topic, timeout=settings.read_timeout))
     except KeyboardInterrupt:
-        logger.info("Stopped before writing the chart")
-        return 0
+        raise StoppedEarly("Stopped before writing the chart") from None
     except KafkaException as exc:
         if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
             raise
-        logger.error("Topic %s does not exist at %s", topic, settings.broker_address)
-        return 1
+        raise CannotRun(f"Topic {topic} does not exist at {settings.broker_address}") from None
     if not (series := collect_series(*messages)):
-        logger.error("Nothing to chart: %s and %s hold no valid messages", *topics)
-        return 1
+        raise CannotRun(f"Nothing to chart: {topics[0]} and {topics[1]} hold no valid messages")
     chart_figure(series).savefig(settings.chart, dpi=100)
+    readings = sum(len(one.readings) for one in series.values())
+    windows = sum(len(one.windows) for one in series.values())
     logger.info(
-        "Wrote %s: %d sensors, %d readings, %d windows", settings.chart, len(series),
-        sum(len(one.readings) for one in series.values()),
-        sum(len(one.windows) for one in series.values()),
-    )  # fmt: skip
-    return 0
+        "Wrote %s: %d sensors, %d readings, %d windows",
+        settings.chart,
+        len(series),
+        readings,
+        windows,
+    )
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_status(main, logger))

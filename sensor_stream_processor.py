@@ -22,19 +22,24 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypedDict
 
-import orjson
 from prometheus_client import Histogram
 from pydantic import Field, NonNegativeInt, PositiveInt, model_validator
 from quixstreams import Application
 from quixstreams.dataframe import StreamingDataFrame
 from quixstreams.models import Deserializer, SerializationContext, TimestampType, TopicConfig
 
-from sensor_lib import metrics, quix_app
-from sensor_lib.aggregates import is_finite_number
+from sensor_lib import metrics
+from sensor_lib.application import quix_defaults
 from sensor_lib.dead_letters import DeadLetterSink, current
+from sensor_lib.errors import exit_status
 from sensor_lib.event_time import format_ms, parse_iso_ms
-from sensor_lib.kafka_io import TOPIC_RETENTION
+from sensor_lib.metrics import ConsumerLag
+from sensor_lib.quix_script import running
+from sensor_lib.readings import InvalidReading, Reading, parse_reading
+from sensor_lib.rejoin import rejoining
 from sensor_lib.settings import QuixAppSettings, RawTopicSettings, load_settings
+from sensor_lib.summary import summary_line
+from sensor_lib.topics import TOPIC_RETENTION
 
 logger = logging.getLogger("sensor_stream_processor")
 
@@ -61,49 +66,13 @@ class ProcessorSettings(RawTopicSettings, QuixAppSettings):
 # --- Parsing: bytes in, a checked reading and its event time out ------------------
 
 
-class Reading(TypedDict):
-    ts: str
-    value: float | None  # None in a watermark, which moves time and carries no value
-
-
-class InvalidReading(ValueError):
-    """A message that is not a usable reading; `reason` is a short machine tag."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason, self.detail = reason, detail
-
-
-def parse_reading(payload: bytes) -> Reading:
-    try:
-        reading = orjson.loads(payload)  # strict JSON, several times faster than json
-    except orjson.JSONDecodeError as exc:
-        raise InvalidReading("invalid-json", f"not JSON ({exc})") from None
-    if not isinstance(reading, dict):
-        raise InvalidReading("not-an-object", f"JSON {type(reading).__name__}, not an object")
-    if "ts" not in reading:
-        raise InvalidReading("missing-ts", "no 'ts' field")
-    if reading.get("watermark") is True:
-        return {"ts": reading["ts"], "value": None}
-    value = reading.get("value")
-    if not is_finite_number(value):
-        reason = "missing-value" if value is None else "non-numeric-value"
-        raise InvalidReading(reason, f"'value' is {value!r}, not a finite number")
-    return reading  # type: ignore[return-value]
-
-
 class ReadingDeserializer(Deserializer):
     """Parses each message and reads its event time, keeping both in `current`. A message
     that is not a usable reading comes out as its InvalidReading, for the first step to
     dead-letter: raised here, it would be skipped without its offset being stored."""
 
-    def __init__(self, counters: Counters) -> None:
-        super().__init__()
-        self.counters = counters
-
     def __call__(self, value: bytes, ctx: SerializationContext) -> Reading | InvalidReading:
         current.payload, current.headers = value, ctx.headers
-        self.counters.processed += 1
         try:
             reading = parse_reading(value)
             current.event_ms = parse_iso_ms(reading["ts"])
@@ -111,8 +80,6 @@ class ReadingDeserializer(Deserializer):
             return invalid
         except ValueError as bad_time:
             return InvalidReading("bad-ts", str(bad_time))
-        if reading["value"] is None:
-            self.counters.watermarks += 1
         return reading
 
 
@@ -181,13 +148,17 @@ def summarize_window(window: dict[str, Any]) -> dict[str, Any]:
 class DeadLetters:
     """The two places where the pipeline hands over a message it cannot aggregate."""
 
-    def __init__(self, sink: DeadLetterSink) -> None:
-        self.sink = sink
+    def __init__(self, sink: DeadLetterSink, counters: Counters) -> None:
+        self.sink, self.counters = sink, counters
 
     def keep_readings(self, value: object, key: bytes | None, timestamp: int, headers: Any) -> bool:
         """The first step: a reading with a sensor key goes on; anything else is
-        dead-lettered, and its offset committed like any other message's."""
+        dead-lettered, and its offset committed like any other message's. Each message
+        is counted once here: a reading, a watermark or a dead letter."""
+        self.counters.processed += 1
         if key and type(value) is dict:
+            if value["value"] is None:
+                self.counters.watermarks += 1
             return True
         if isinstance(value, InvalidReading):
             reason, detail = value.reason, value.detail
@@ -199,8 +170,16 @@ class DeadLetters:
         self.sink.send(key, payload, headers, reason, detail)
         return False
 
-    def on_late(self, value: Reading, key: bytes, timestamp_ms: int, late_by_ms: int, start: int,
-                end: int, *where: Any) -> bool:  # fmt: skip
+    def on_late(
+        self,
+        value: Reading,
+        key: bytes,
+        timestamp_ms: int,
+        late_by_ms: int,
+        start: int,
+        end: int,
+        *where: Any,
+    ) -> bool:
         if value["value"] is None:
             return False  # an old watermark says nothing new
         detail = (
@@ -232,17 +211,26 @@ class Counters:
         self.aggregated += (t := window["temperature"])["count"]
         self.close_to_emit.observe(max(0.0, time.time() - (window["end"] + self.grace_ms) / 1000))
         if logger.isEnabledFor(logging.INFO):  # skip formatting the times when nobody reads them
+            sensor, start, end = key.decode(errors="replace"), window["start"], window["end"]
             logger.info(
-                "%s [%s, %s) count=%d min=%.2f max=%.2f mean=%.4f", key.decode(errors="replace"),
-                format_ms(window["start"]), format_ms(window["end"]),
-                t["count"], t["min"], t["max"], t["mean"],
-            )  # fmt: skip
+                "%s [%s, %s) count=%d min=%.2f max=%.2f mean=%.4f",
+                sensor,
+                format_ms(start),
+                format_ms(end),
+                t["count"],
+                t["min"],
+                t["max"],
+                t["mean"],
+            )
 
     def summary(self, dead: DeadLetterSink) -> str:
-        return quix_app.summary_line(
-            dead.counts, processed=self.processed, aggregated=self.aggregated,
-            windows_emitted=self.windows_emitted, watermarks=self.watermarks,
-        )  # fmt: skip
+        return summary_line(
+            dead.counts,
+            processed=self.processed,
+            aggregated=self.aggregated,
+            windows_emitted=self.windows_emitted,
+            watermarks=self.watermarks,
+        )
 
 
 # --- The pipeline, and main() ----------------------------------------------------
@@ -256,7 +244,7 @@ def build_pipeline(
     raw = app.topic(
         settings.raw_topic,
         key_deserializer="bytes",  # sensor ids stay bytes: no decoding per reading
-        value_deserializer=ReadingDeserializer(counters),
+        value_deserializer=ReadingDeserializer(),
         timestamp_extractor=extract_event_time,  # attached before the dataframe is built
         config=config,
     )
@@ -275,23 +263,42 @@ def build_pipeline(
     return sdf.to_topic(aggregates)
 
 
-def main(argv: list[str] | None = None) -> int:
-    s = settings = load_settings(ProcessorSettings, argv)
+def main(argv: list[str] | None = None) -> None:
+    settings = load_settings(ProcessorSettings, argv)
     counters = Counters(grace_ms=settings.grace_seconds * 1000)
-    dead = DeadLetters(DeadLetterSink(settings, settings.dlq_topic))
-    return quix_app.run(  # checks, restarts, metrics, one-line errors: sensor_lib/quix_app.py
+    dead = DeadLetters(DeadLetterSink(settings, settings.dlq_topic), counters)
+    lag = ConsumerLag()
+    with running(  # checks first, then a summary; one line per known failure (sensor_lib)
         settings,
-        lambda app: build_pipeline(app, settings, counters, dead),
         logger,
-        topics=[s.raw_topic, s.dlq_topic, s.agg_topic],
-        source=s.raw_topic,
-        announce=f"Aggregating {s.raw_topic} into {s.window_seconds}s windows on {s.agg_topic} "
-        f"({s.processing_guarantee}); dead letters to {s.dlq_topic}",
+        topics=[settings.raw_topic, settings.dlq_topic, settings.agg_topic],
+        source=settings.raw_topic,
         summary=lambda: counters.summary(dead.sink),
-        metrics=lambda lag: metrics.processor_metrics(counters, dead.sink, current, lag),
+        metrics=metrics.processor_metrics(counters, dead.sink, current, lag),
         histograms=[counters.close_to_emit],
-    )
+    ):
+        logger.info(
+            "Aggregating %s into %ds windows on %s (%s); dead letters to %s",
+            settings.raw_topic,
+            settings.window_seconds,
+            settings.agg_topic,
+            settings.processing_guarantee,
+            settings.dlq_topic,
+        )
+        for attempt in rejoining(settings, logger):  # a new app if a broker restart needs one
+            with attempt:
+                app = Application(
+                    broker_address=settings.connection(),
+                    consumer_group=settings.consumer_group,
+                    auto_offset_reset=settings.auto_offset_reset,
+                    processing_guarantee=settings.processing_guarantee,
+                    state_dir=settings.state_dir,
+                    commit_interval=settings.commit_interval,
+                    **quix_defaults(settings, lag),
+                )
+                build_pipeline(app, settings, counters, dead)
+                app.run()
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_status(main, logger))

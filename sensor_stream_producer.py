@@ -23,11 +23,15 @@ import orjson
 from confluent_kafka import Producer
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt
 
-from sensor_lib import kafka_io, metrics
+from sensor_lib import metrics
+from sensor_lib.broker import start_up
+from sensor_lib.errors import exit_status
 from sensor_lib.event_time import to_epoch_ms
-from sensor_lib.processes import StopSignals
+from sensor_lib.logs import client_logging
+from sensor_lib.producing import DeliveryReport, produce
 from sensor_lib.progress import ProgressLine
 from sensor_lib.settings import MetricsSettings, RawTopicSettings, load_settings
+from sensor_lib.stop_signals import StopSignals
 
 logger = logging.getLogger("sensor_stream_producer")
 
@@ -101,16 +105,22 @@ class SensorProducer:
     def __init__(self, producer: Producer, topic: str, sensors: int) -> None:
         self.producer, self.topic = producer, topic
         self.sensor_ids = [f"Sensor{n}" for n in range(1, sensors + 1)]
-        self.readings = kafka_io.DeliveryReport(logger)
-        self.watermarks = kafka_io.DeliveryReport(logger)
+        self.readings = DeliveryReport(logger)
+        self.watermarks = DeliveryReport(logger)
         self.produced = 0
         self.last_event_time: datetime | None = None
         self.last_sent_at = time.monotonic()
 
     def send(self, key: str, payload: bytes, moment: datetime, report: object) -> None:
-        kafka_io.produce(self.producer, self.topic, key=key.encode(), value=payload,
-                         headers={"uuid": str(uuid.uuid4())}, timestamp=to_epoch_ms(moment),
-                         on_delivery=report)  # fmt: skip
+        produce(
+            self.producer,
+            self.topic,
+            key=key.encode(),
+            value=payload,
+            headers={"uuid": str(uuid.uuid4())},
+            timestamp=to_epoch_ms(moment),
+            on_delivery=report,
+        )
         self.last_sent_at = time.monotonic()
 
     def send_reading(self, sensor_id: str, moment: datetime, value: float) -> None:
@@ -151,8 +161,13 @@ def wait_for_turn(due: float, sensors: SensorProducer, idle: float, stop: StopSi
     return not stop.requested.is_set()
 
 
-def run(sensors: SensorProducer, readings: Iterator[tuple[str, float]], settings: ProducerSettings,
-        stop: StopSignals, progress: ProgressLine) -> None:  # fmt: skip
+def run(
+    sensors: SensorProducer,
+    readings: Iterator[tuple[str, float]],
+    settings: ProducerSettings,
+    stop: StopSignals,
+    progress: ProgressLine,
+) -> None:
     """Produce the history, then live readings, until --count is reached or a stop."""
 
     def more_wanted() -> bool:
@@ -181,21 +196,24 @@ def run(sensors: SensorProducer, readings: Iterator[tuple[str, float]], settings
 def main(argv: list[str] | None = None) -> int:
     settings = load_settings(ProducerSettings, argv)
     topic = settings.raw_topic
-    stop = kafka_io.start_up(settings, logger, "producing anything", topics=[topic])
-    producer = Producer({
-        **settings.librdkafka_config(), **kafka_io.client_logging(),
-        "linger.ms": settings.linger_ms,
-        "message.timeout.ms": int(settings.delivery_timeout * 1000),
-        # Keeps each sensor's readings in order through retries: a batch retried after
-        # the next one was written would put its readings behind their window's close.
-        "enable.idempotence": True,
-    })  # fmt: skip
+    stop = start_up(settings, logger, "producing anything", topics=[topic])
+    producer = Producer(
+        {
+            **settings.librdkafka_config(),
+            **client_logging(),
+            "linger.ms": settings.linger_ms,
+            "message.timeout.ms": int(settings.delivery_timeout * 1000),
+            # Keeps each sensor's readings in order through retries: a batch retried after
+            # the next one was written would put its readings behind their window's close.
+            "enable.idempotence": True,
+        }
+    )
     sensors = SensorProducer(producer, topic, settings.sensors)
     readings = generate_readings(settings.sensors, random.Random(settings.seed))
     rate = f"{settings.rate:g}/s" if settings.rate else "full speed"
-    logger.info("Producing %s readings from %d sensors to %s at %s, after %g s of history",
-                settings.count or "unlimited", settings.sensors, topic, rate,
-                settings.backfill_seconds)  # fmt: skip
+    count, history = settings.count or "unlimited", settings.backfill_seconds
+    message = "Producing %s readings from %d sensors to %s at %s, after %g s of history"
+    logger.info(message, count, settings.sensors, topic, rate, history)
     try:
         with ProgressLine(settings.count, settings.quiet) as progress:
             metrics.serve(settings, logger, metrics.producer_metrics(sensors, progress))
@@ -207,10 +225,14 @@ def main(argv: list[str] | None = None) -> int:
         # Every message gets its callback by now: delivered, or failed after retries.
         producer.flush(settings.delivery_timeout + 5)
     delivered, produced = sensors.readings.delivered, sensors.produced
-    print(f"Delivered {delivered} of {produced} readings to {topic} ({produced - delivered} "
-          f"failed); {sensors.watermarks.delivered} watermarks", file=sys.stderr)  # fmt: skip
+    failed, watermarks = produced - delivered, sensors.watermarks.delivered
+    print(
+        f"Delivered {delivered} of {produced} readings to {topic} ({failed} failed); "
+        f"{watermarks} watermarks",
+        file=sys.stderr,
+    )
     return 1 if produced - delivered or sensors.watermarks.failed else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_status(main, logger))

@@ -24,12 +24,18 @@ from pydantic import Field, SecretStr, model_validator
 from quixstreams import Application
 from quixstreams.dataframe import StreamingDataFrame
 
-from sensor_lib import metrics, quix_app
+from sensor_lib import metrics
 from sensor_lib.aggregates import InvalidAggregate, parse_aggregate
+from sensor_lib.application import quix_defaults
 from sensor_lib.dead_letters import DeadLetterSink
+from sensor_lib.errors import exit_status
 from sensor_lib.event_time import from_epoch_ms
+from sensor_lib.metrics import ConsumerLag
 from sensor_lib.postgres_sink import WindowsSink, prepare_table, redact
+from sensor_lib.quix_script import running
+from sensor_lib.rejoin import rejoining
 from sensor_lib.settings import QuixAppSettings, load_settings
+from sensor_lib.summary import summary_line
 
 logger = logging.getLogger("sensor_stream_sink")
 
@@ -61,8 +67,9 @@ class Rows:
         self.dead_letters = dead_letters
         self.received = 0
 
-    def to_row(self, value: bytes | None, key: bytes | None, timestamp: int, headers: Any
-               ) -> dict[str, Any] | None:  # fmt: skip
+    def to_row(
+        self, value: bytes | None, key: bytes | None, timestamp: int, headers: Any
+    ) -> dict[str, Any] | None:
         self.received += 1
         try:
             a = parse_aggregate(key, value)
@@ -73,15 +80,18 @@ class Rows:
             "sensor_id": a.sensor,
             "window_start": from_epoch_ms(a.start_ms),
             "window_end": from_epoch_ms(a.end_ms),
-            "count": a.count, "min": a.min, "max": a.max, "mean": a.mean,
-        }  # fmt: skip
+            "count": a.count,
+            "min": a.min,
+            "max": a.max,
+            "mean": a.mean,
+        }
 
 
-def build_pipeline(app: Application, settings: SinkSettings, rows: Rows, table: WindowsSink
-                   ) -> StreamingDataFrame:  # fmt: skip
+def build_pipeline(
+    app: Application, settings: SinkSettings, rows: Rows, table: WindowsSink
+) -> StreamingDataFrame:
     """Aggregate topic -> one row per window -> PostgreSQL."""
-    aggregates = app.topic(settings.agg_topic, key_deserializer="bytes",
-                           value_deserializer="bytes")  # fmt: skip
+    aggregates = app.topic(settings.agg_topic, key_deserializer="bytes", value_deserializer="bytes")
     sdf = app.dataframe(aggregates)
     sdf = sdf.apply(rows.to_row, metadata=True)
     sdf = sdf.filter(lambda row: row is not None)  # what was dead-lettered
@@ -90,32 +100,53 @@ def build_pipeline(app: Application, settings: SinkSettings, rows: Rows, table: 
 
 
 def summary(rows: Rows, table: WindowsSink) -> str:
-    return quix_app.summary_line(
-        rows.dead_letters.counts, aggregates=rows.received,
-        rows_written=table.rows_written, write_errors=table.write_errors,
-    )  # fmt: skip
-
-
-def main(argv: list[str] | None = None) -> int:
-    settings = load_settings(SinkSettings, argv)
-    url, s = settings.postgres_url.get_secret_value(), settings
-    rows = Rows(DeadLetterSink(settings, settings.dlq_topic))
-    table = WindowsSink(url, settings.sink_table)
-    return quix_app.run(  # checks, restarts, metrics, one-line errors: sensor_lib/quix_app.py
-        settings,
-        lambda app: build_pipeline(app, settings, rows, table),
-        logger,
-        topics=[s.agg_topic, s.dlq_topic],
-        source=s.agg_topic,
-        stateful=False,
-        checks=[lambda: prepare_table(url, settings.sink_table)],
-        announce=f"Writing {s.agg_topic} to table {s.sink_table} at {redact(url)} "
-        f"({s.processing_guarantee}); dead letters to {s.dlq_topic}",
-        summary=lambda: summary(rows, table),
-        metrics=lambda lag: metrics.sink_metrics(rows, table, lag),
-        histograms=[table.round_trips],
+    return summary_line(
+        rows.dead_letters.counts,
+        aggregates=rows.received,
+        rows_written=table.rows_written,
+        write_errors=table.write_errors,
     )
 
 
+def main(argv: list[str] | None = None) -> None:
+    settings = load_settings(SinkSettings, argv)
+    url = settings.postgres_url.get_secret_value()
+    rows = Rows(DeadLetterSink(settings, settings.dlq_topic))
+    table = WindowsSink(url, settings.sink_table)
+    lag = ConsumerLag()
+    with running(  # checks first, then a summary; one line per known failure (sensor_lib)
+        settings,
+        logger,
+        topics=[settings.agg_topic, settings.dlq_topic],
+        source=settings.agg_topic,
+        stateful=False,
+        checks=[lambda: prepare_table(url, settings.sink_table)],
+        summary=lambda: summary(rows, table),
+        metrics=metrics.sink_metrics(rows, table, lag),
+        histograms=[table.round_trips],
+    ):
+        logger.info(
+            "Writing %s to table %s at %s (%s); dead letters to %s",
+            settings.agg_topic,
+            settings.sink_table,
+            redact(url),
+            settings.processing_guarantee,
+            settings.dlq_topic,
+        )
+        for attempt in rejoining(settings, logger):  # a new app if a broker restart needs one
+            with attempt:
+                app = Application(
+                    consumer_group=settings.consumer_group,
+                    broker_address=settings.connection(),
+                    processing_guarantee=settings.processing_guarantee,
+                    auto_offset_reset=settings.auto_offset_reset,
+                    state_dir=settings.state_dir,
+                    commit_interval=settings.commit_interval,
+                    **quix_defaults(settings, lag),
+                )
+                build_pipeline(app, settings, rows, table)
+                app.run()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_status(main, logger))

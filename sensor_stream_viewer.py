@@ -17,10 +17,8 @@ import errno
 import logging
 import math
 import os
-import re
 import sys
 import threading
-import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -33,9 +31,12 @@ from rich import box
 from rich.live import Live
 from rich.table import Table
 
-from sensor_lib import kafka_io
-from sensor_lib.aggregates import Aggregate, InvalidAggregate, parse_aggregate
+from sensor_lib.aggregates import Aggregate, InvalidAggregate, parse_aggregate, sensor_order
+from sensor_lib.broker import start_up
+from sensor_lib.consuming import follow
+from sensor_lib.errors import exit_status
 from sensor_lib.event_time import from_epoch_ms
+from sensor_lib.polling import Deadline
 from sensor_lib.settings import BrokerSettings, load_settings
 
 logger = logging.getLogger("sensor_stream_viewer")
@@ -123,11 +124,6 @@ def format_plain_line(a: Aggregate) -> str:
     return f"{a.sensor} {format_window(a)} {stats}"
 
 
-def sensor_order(sensor: str) -> list[int | str]:
-    """Sort Sensor2 before Sensor10."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", sensor)]
-
-
 def format_footer(board: SensorBoard, now: datetime) -> str:
     lag = board.lag_seconds(now)
     parts = [
@@ -143,9 +139,13 @@ def format_footer(board: SensorBoard, now: datetime) -> str:
 def render_table(board: SensorBoard, now: datetime) -> Table:
     with board.lock:
         table = Table(
-            title="Temperature per sensor, latest window", caption=format_footer(board, now),
-            box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True,
-        )  # fmt: skip
+            title="Temperature per sensor, latest window",
+            caption=format_footer(board, now),
+            box=box.SIMPLE_HEAD,
+            show_edge=False,
+            pad_edge=False,
+            collapse_padding=True,
+        )
         for name in ("Sensor", "Window (UTC)"):
             table.add_column(name, no_wrap=True)
         for name in ("Count", "Min", "Mean", "Max"):
@@ -156,10 +156,13 @@ def render_table(board: SensorBoard, now: datetime) -> Table:
             row = board.rows[sensor]
             last = row.last
             table.add_row(
-                sensor, format_window(last), str(last.count),
+                sensor,
+                format_window(last),
+                str(last.count),
                 *(f"{number:.2f}" for number in (last.min, last.mean, last.max)),
-                sparkline(list(row.means), SPARK_WIDTH), str(row.windows),
-            )  # fmt: skip
+                sparkline(list(row.means), SPARK_WIDTH),
+                str(row.windows),
+            )
     return table
 
 
@@ -175,8 +178,11 @@ def board_aggregates(messages: Iterator[Message], board: SensorBoard) -> Iterato
             board.skipped += 1
             logger.warning(
                 "Skipped malformed aggregate %s[%s]@%s: %s",
-                message.topic(), message.partition(), message.offset(), exc,
-            )  # fmt: skip
+                message.topic(),
+                message.partition(),
+                message.offset(),
+                exc,
+            )
             continue
         board.add(aggregate)
         yield aggregate
@@ -193,13 +199,18 @@ def show_live(board: SensorBoard, aggregates: Iterator[Aggregate]) -> None:
             pass
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> None:
     settings = load_settings(ViewerSettings, argv)
-    stop = kafka_io.start_up(settings, logger, "showing anything")
-    deadline = time.monotonic() + settings.duration if settings.duration else math.inf
+    stop = start_up(settings, logger, "showing anything")
     # From here a first Ctrl-C reads the topic to its end and stops; a second one stops at once.
-    messages = kafka_io.follow(settings, settings.agg_topic, stop, start_at=settings.start_at,
-                               deadline=deadline, drain_timeout=DRAIN_TIMEOUT)  # fmt: skip
+    messages = follow(
+        settings,
+        settings.agg_topic,
+        stop,
+        start_at=settings.start_at,
+        deadline=Deadline(settings.duration or math.inf),
+        drain_timeout=DRAIN_TIMEOUT,
+    )
     board = SensorBoard()
     aggregates = board_aggregates(messages, board)
     try:
@@ -215,8 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     finally:
         messages.close()
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_status(main, logger))

@@ -28,6 +28,7 @@ fills a topic with the workload, for example to profile the processor on it.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import random
 import signal
@@ -60,17 +61,14 @@ REPO = BENCH.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from sensor_lib import kafka_io  # noqa: E402
+from sensor_lib.children import start_child, stop_child  # noqa: E402
 from sensor_lib.embedded_broker import EmbeddedBroker  # noqa: E402
+from sensor_lib.errors import exit_status  # noqa: E402
 from sensor_lib.event_time import from_epoch_ms  # noqa: E402
 from sensor_lib.kafka_broker import KafkaBroker  # noqa: E402
-from sensor_lib.processes import (  # noqa: E402
-    exit_when_stopped,
-    raise_if_stopped,
-    start_child,
-    stop_child,
-)
 from sensor_lib.settings import BrokerSettings  # noqa: E402
+from sensor_lib.stop_signals import exit_when_stopped, raise_if_stopped  # noqa: E402
+from sensor_lib.topics import ensure_topic, partitions_of  # noqa: E402
 
 # Event times start at 2024-01-01T00:00:00Z: results do not depend on the host clock.
 ORIGIN_MS = 1_704_067_200_000
@@ -218,7 +216,7 @@ def unique_name(prefix: str) -> str:
 def create_topics(address: str, partitions: int, *names: str, **config: str) -> None:
     broker = BrokerSettings(broker_address=address)
     for name in names:
-        kafka_io.ensure_topic(broker, name, partitions, 30, config={**RETENTION, **config})
+        ensure_topic(broker, name, partitions, 30, config={**RETENTION, **config})
 
 
 def produce_workload(address: str, topic: str, partitions: int, workload: Workload) -> None:
@@ -247,17 +245,19 @@ def produce_workload(address: str, topic: str, partitions: int, workload: Worklo
 def reader(address: str, topics: Iterable[str], **config: Any) -> Consumer:
     """A live tail, for timing: a consumer assigned every partition of `topics` from the
     start (no group), which a timing loop polls through `records()` until it has seen what
-    it waits for. It is not a read to the end (that is kafka_io.read_to_end, which the
+    it waits for. It is not a read to the end (that is sensor_lib.consuming.read_to_end, which the
     benchmarks use to read a topic back): it never stops by itself, and the timing loop
     counts records as they arrive, without waiting for a partition's end."""
-    consumer = Consumer({
-        "bootstrap.servers": address,
-        "group.id": unique_name("reader"),
-        "enable.auto.commit": False,
-        "enable.partition.eof": True,
-        "fetch.wait.max.ms": 10,
-        **config,
-    })  # fmt: skip
+    consumer = Consumer(
+        {
+            "bootstrap.servers": address,
+            "group.id": unique_name("reader"),
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "fetch.wait.max.ms": 10,
+            **config,
+        }
+    )
     consumer.assign(
         [TopicPartition(t, p, OFFSET_BEGINNING) for t in topics for p in partitions(consumer, t)]
     )
@@ -268,7 +268,7 @@ def partitions(client: Consumer, topic: str, timeout: float = 30.0) -> list[int]
     """The partitions of `topic`, once the broker's metadata lists them (Kafka may answer
     without them just after the topic was created)."""
     deadline = time.monotonic() + timeout
-    while not (found := kafka_io.partitions_of(client, topic)):
+    while not (found := partitions_of(client, topic)):
         if time.monotonic() > deadline:
             raise BenchmarkError(f"no partitions of {topic} in the metadata after {timeout:g} s")
         time.sleep(0.1)
@@ -544,8 +544,11 @@ def time_consumers(
         early = consumers.read_outputs(0)  # out before the clock started: a head start
         done = wait_until(
             lambda: consumers.read_outputs(0.05) >= outputs,
-            f"{outputs} records from {name}", run.timeout, children, 0,
-        )  # fmt: skip
+            f"{outputs} records from {name}",
+            run.timeout,
+            children,
+            0,
+        )
         # Cores busy on average: theirs, and the machine's (they, the broker, the harness).
         cores = (consumers.cpu_seconds() - cpu) / (done - ready)
         machine_cores = (machine_busy_seconds() - busy) / (done - ready)
@@ -554,8 +557,14 @@ def time_consumers(
         peak = consumers.peak_rss_mib()
     finally:
         consumers.stop()
-    result = measurement(name, run.readings, done - ready, peak_rss_mib=peak,
-                         cores=round(cores, 2), machine_cores=round(machine_cores, 2))  # fmt: skip
+    result = measurement(
+        name,
+        run.readings,
+        done - ready,
+        peak_rss_mib=peak,
+        cores=round(cores, 2),
+        machine_cores=round(machine_cores, 2),
+    )
     started = consumers.started
     result.update(startup_s=round(ready - started, 3), wall_s=round(done - started, 3))
     if early:
@@ -673,4 +682,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_status(main, logging.getLogger("benchmark")))

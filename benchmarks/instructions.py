@@ -34,6 +34,7 @@ over the processor's) where both were counted, and each round's ratios.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import statistics
 import sys
@@ -54,7 +55,8 @@ from harness import (
     unique_name,
     workload_arguments,
 )
-from sensor_lib.processes import find_free_port
+from sensor_lib.errors import exit_status
+from sensor_lib.servers import find_free_port
 
 PROCESSOR = "sensor_stream_processor.py"
 SCRIPTS = {
@@ -62,8 +64,10 @@ SCRIPTS = {
     "processor": (PROCESSOR, ["--log-level=WARNING"]),
 }
 WITH_METRICS = "processor-metrics"  # the processor with --metrics-port
-RATIOS = {"baseline/processor": ("baseline", "processor"),
-          "metrics-on/off": (WITH_METRICS, "processor")}  # fmt: skip
+RATIOS = {
+    "baseline/processor": ("baseline", "processor"),
+    "metrics-on/off": (WITH_METRICS, "processor"),
+}
 
 
 def scripts(
@@ -113,8 +117,14 @@ def count_all(runs: Sequence[tuple[Run, int]], names: Sequence[str]) -> list[dic
             key = f"{name}-{run.readings}"
             summary = next(n for n in counts[key].read_text().splitlines() if "summary:" in n)
             instructions = int(summary.split()[1])
-            results.append({"name": name, "readings": run.readings,
-                            "instructions": instructions, "seconds": seconds[key]})  # fmt: skip
+            results.append(
+                {
+                    "name": name,
+                    "readings": run.readings,
+                    "instructions": instructions,
+                    "seconds": seconds[key],
+                }
+            )
     return results
 
 
@@ -179,4 +189,4 @@ def summarize(per_reading: dict[str, list[float]]) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_status(main, logging.getLogger("benchmark")))

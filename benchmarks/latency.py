@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import re
@@ -69,8 +70,9 @@ from harness import (
     wait_until,
     workload_arguments,
 )
+from sensor_lib.errors import exit_status
 from sensor_lib.event_time import to_epoch_ms
-from sensor_lib.processes import raise_if_stopped
+from sensor_lib.stop_signals import raise_if_stopped
 
 WindowId = tuple[str, int]  # (sensor, window start ms)
 # The processor's INFO line for each window: "<UTC time>Z INFO sensor_stream_processor:
@@ -322,4 +324,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_status(main, logging.getLogger("benchmark")))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import tempfile
 import time
@@ -38,6 +39,7 @@ from harness import (
     wait_until,
     workload_arguments,
 )
+from sensor_lib.errors import exit_status
 
 
 def summarize(samples: list[dict[str, Any]], expected: int) -> dict[str, Any]:
@@ -113,4 +115,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_status(main, logging.getLogger("benchmark")))

@@ -24,13 +24,15 @@ from baseline_processor import SESSION, arguments
 
 
 def limit(broker_address: str, raw: str, agg: str, group: str, count: int) -> None:
-    consumer = Consumer({
-        "bootstrap.servers": broker_address,
-        "group.id": group,
-        "auto.offset.reset": "earliest",
-        "enable.auto.commit": False,
-        **SESSION,
-    })  # fmt: skip
+    consumer = Consumer(
+        {
+            "bootstrap.servers": broker_address,
+            "group.id": group,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            **SESSION,
+        }
+    )
     producer = Producer({"bootstrap.servers": broker_address})
     consumer.subscribe([raw])
     seen = 0

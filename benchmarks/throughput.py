@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import re
@@ -84,7 +85,8 @@ from harness import (
     wait_until,
     workload_arguments,
 )
-from sensor_lib.kafka_io import read_to_end
+from sensor_lib.consuming import read_to_end
+from sensor_lib.errors import exit_status
 from sensor_lib.postgres_server import PostgresServer
 from sensor_lib.settings import BrokerSettings
 
@@ -204,9 +206,13 @@ def measure_sink(
     """
     table = unique_name("rows").replace("-", "_")
     group = unique_name("sink")
-    flags = [f"--broker-address={run.address}", f"--agg-topic={aggregates}",
-             f"--consumer-group={group}", f"--sink-table={table}",
-             f"--commit-interval={commit_interval:g}"]  # fmt: skip
+    flags = [
+        f"--broker-address={run.address}",
+        f"--agg-topic={aggregates}",
+        f"--consumer-group={group}",
+        f"--sink-table={table}",
+        f"--commit-interval={commit_interval:g}",
+    ]
     env = {**os.environ, "POSTGRES_URL": database}  # the database never goes in a flag
     admin = AdminClient({"bootstrap.servers": run.address})
     connection = psycopg2.connect(database, connect_timeout=10)
@@ -447,4 +453,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_status(main, logging.getLogger("benchmark")))

@@ -14,6 +14,7 @@ read_committed reader sees it, after the processor's last commit.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import tempfile
 from pathlib import Path
@@ -28,6 +29,7 @@ from harness import (
     unique_name,
     workload_arguments,
 )
+from sensor_lib.errors import exit_status
 
 SHIPPED = ["--log-level=WARNING"]
 VARIANTS = {
@@ -69,4 +71,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_status(main, logging.getLogger("benchmark")))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 
 
@@ -59,3 +60,8 @@ def parse_aggregate(key: bytes | None, value: bytes | None) -> Aggregate:
     if not all(is_finite_number(number) for number in numbers.values()):
         raise InvalidAggregate("non-numeric-stats", f"min/mean/max are not all numbers: {numbers}")
     return Aggregate(sensor, start, end, count, **numbers)
+
+
+def sensor_order(sensor: str) -> list[int | str]:
+    """Sort Sensor2 before Sensor10."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", sensor)]

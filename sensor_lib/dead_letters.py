@@ -15,7 +15,8 @@ from typing import Any
 from confluent_kafka import KafkaError, Producer
 from quixstreams import message_context
 
-from sensor_lib.kafka_io import client_logging
+from sensor_lib.errors import CannotRun
+from sensor_lib.logs import client_logging
 from sensor_lib.settings import BrokerSettings
 
 logger = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ class RawMessage:
 current = RawMessage()
 
 
-class DeadLetterError(RuntimeError):
+class DeadLetterError(CannotRun):
     """A dead letter could not be written, so the script must not commit past it."""
 
 
@@ -51,14 +52,26 @@ class DeadLetterSink:
         self.counts: Counter[str] = Counter()
         self._producer: Producer | None = None  # made at the first dead letter
 
-    def send(self, key: bytes | None, value: bytes | None, headers: Any, reason: str,
-             detail: str, extra: list[tuple[str, bytes]] = ()) -> None:  # fmt: skip
+    def send(
+        self,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Any,
+        reason: str,
+        detail: str,
+        extra: list[tuple[str, bytes]] = (),
+    ) -> None:
         """Log one line saying where the message was, and write it with `error` headers."""
         where = message_context()
         logger.warning(
             "Dead-lettered %s[%s]@%s key=%r: %s: %s",
-            where.topic, where.partition, where.offset, key, reason, detail,
-        )  # fmt: skip
+            where.topic,
+            where.partition,
+            where.offset,
+            key,
+            reason,
+            detail,
+        )
         if self._producer is None:
             config = {**self.broker.librdkafka_config(), **client_logging()}
             self._producer = Producer({**config, "enable.idempotence": True})
@@ -74,6 +87,7 @@ class DeadLetterSink:
         if self._producer.flush(30) > 0 or failures:
             raise DeadLetterError(
                 f"could not write to dead-letter topic {self.topic}: "
-                f"{'; '.join(f.str() for f in failures) or 'not delivered within 30 s'}"
+                f"{'; '.join(f.str() for f in failures) or 'not delivered within 30 s'}; "
+                "stopped without committing past it, start again once the broker is back"
             )
         self.counts[reason] += 1

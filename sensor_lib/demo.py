@@ -16,7 +16,7 @@ the aggregate topic to its end; then the database and the broker.
 
 from __future__ import annotations
 
-import fcntl
+import logging
 import math
 import os
 import re
@@ -30,29 +30,27 @@ from contextlib import ExitStack, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from subprocess import Popen
-from typing import IO
 
 import psycopg2
 from confluent_kafka import ConsumerGroupState, KafkaException
 from confluent_kafka.admin import AdminClient
+from filelock import FileLock, Timeout
 from pydantic import Field, NonNegativeFloat, PositiveInt, SecretStr, model_validator
 
-from sensor_lib import processes
+from sensor_lib.broker import BrokerUnavailable, wait_for_broker
+from sensor_lib.children import dying_with_parent, start_child, stop_child
+from sensor_lib.consuming import committed_offsets, read_to_end
 from sensor_lib.embedded_broker import PROCESSOR_PRODUCER_CONFIG, EmbeddedBroker
-from sensor_lib.kafka_io import (
-    BrokerUnavailable,
-    TopicError,
-    client_logging,
-    committed_offsets,
-    ensure_topic,
-    read_to_end,
-    wait_for_broker,
-)
+from sensor_lib.errors import CannotRun, exit_status
+from sensor_lib.logs import client_logging
+from sensor_lib.metrics import scrape
+from sensor_lib.polling import Deadline
 from sensor_lib.postgres_server import PostgresServer
 from sensor_lib.postgres_sink import count_rows, prepare_table, redact
-from sensor_lib.processes import StopSignals
-from sensor_lib.quix_app import CannotRun
+from sensor_lib.servers import find_free_port, is_listening
 from sensor_lib.settings import BrokerSettings, load_settings
+from sensor_lib.stop_signals import StopSignals
+from sensor_lib.topics import ensure_topic
 
 REPO = Path(__file__).resolve().parent.parent
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "0.0.0.0")  # noqa: S104 (a name, not a bind)
@@ -122,7 +120,7 @@ def choose_broker(
     """A broker's address, and what the scripts need there; `stack` stops one we started."""
     host, _, port = settings.broker_address.rpartition(":")
     ours = port.isdigit() and host.strip("[]") in LOCAL_HOSTS  # one host:port on this machine
-    free = int(port) if ours and not processes.is_listening("127.0.0.1", int(port)) else None
+    free = int(port) if ours and not is_listening("127.0.0.1", int(port)) else None
     if free is None:  # something listens there, or the address is not ours: is it Kafka?
         with suppress(BrokerUnavailable):
             wait_for_broker(settings, timeout=3)
@@ -202,27 +200,29 @@ def child_env(broker: BrokerSettings, needs: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def lock_log_dir(log_dir: Path) -> IO[str] | None:
+def lock_log_dir(log_dir: Path) -> FileLock | None:
     """Hold the log folder for this run until it exits; None if another run holds it."""
-    lock = open(log_dir / ".lock", "w")  # noqa: SIM115 (the lock lasts as long as the process)
+    lock = FileLock(log_dir / ".lock")
     try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        lock.close()
+        lock.acquire(timeout=0)
+    except Timeout:
         return None
     return lock
 
 
 # --- 3. Stopping in the order that leaves a true last picture --------------------------------
 def wait_for_group(
-    broker: DemoSettings, topic: str, group: str, script: tuple[str, Popen[bytes]],
+    broker: DemoSettings,
+    topic: str,
+    group: str,
+    script: tuple[str, Popen[bytes]],
     stop: StopSignals,
-) -> str | None:  # fmt: skip
+) -> str | None:
     """Wait until `group` has committed the end of `topic`, which no longer grows: None, or
     why not. The true end is found by reading the topic: high watermarks are not exact on
     every broker."""
     name, process = script
-    deadline = time.monotonic() + CATCH_UP_TIMEOUT
+    deadline = Deadline(CATCH_UP_TIMEOUT)
     try:
         ends = {m.partition(): m.offset() + 1 for m in read_to_end(broker, topic)}
         while True:
@@ -231,7 +231,7 @@ def wait_for_group(
                 return None
             if process.poll() is not None:
                 return f"the {name} exited with status {process.returncode}"
-            if time.monotonic() > deadline:
+            if deadline.passed():
                 return f"the {name} had {left} messages left after {CATCH_UP_TIMEOUT:g}s"
             if stop.hurry.wait(0.2):
                 return f"stopped without waiting for the {name}"
@@ -240,13 +240,18 @@ def wait_for_group(
 
 
 def stop_in_order(
-    broker: DemoSettings, scripts: dict[str, Popen[bytes]], stop: StopSignals, early: str | None
-) -> str | None:
-    """Producer, processor and sink (once each is done), viewer; why one was not done, if so.
+    broker: DemoSettings,
+    scripts: dict[str, Popen[bytes]],
+    processor_port: int,
+    stop: StopSignals,
+    early: str | None,
+) -> tuple[str | None, dict[str, float] | None]:
+    """Producer, processor and sink (once each is done), viewer. Returns why one was not
+    done, if so, and the processor's last counters, asked just before it is stopped.
     In a hurry (a second signal, a hang-up) nobody waits for the last picture: all at once."""
     waited = None
     if not stop.hurry.is_set():
-        processes.stop_child(scripts["producer"], STOP_TIMEOUT)
+        stop_child(scripts["producer"], STOP_TIMEOUT)
     if not early and scripts["producer"].returncode == 0 and not stop.hurry.is_set():
         s = broker
         waited = wait_for_group(
@@ -254,32 +259,40 @@ def stop_in_order(
         )
         if waited is None:  # every aggregate is on its topic
             waited = wait_for_group(s, s.agg_topic, s.sink_group, ("sink", scripts["sink"]), stop)
+    # Only a processor still running serves its port: an exited one may have lost it to another.
+    processor = last_counts(processor_port) if scripts["processor"].poll() is None else None
     if stop.hurry.is_set():  # a second SIGTERM tells the viewer not to read on to the end
         for name in ("producer", "processor", "sink", "viewer", "viewer"):
             with suppress(ProcessLookupError):
                 scripts[name].terminate()
     for name in ("producer", "processor", "sink", "viewer"):
-        processes.stop_child(scripts[name], STOP_TIMEOUT)
-    return waited
+        stop_child(scripts[name], STOP_TIMEOUT)
+    return waited, processor
 
 
 # --- 4. The closing line -------------------------------------------------------------------
-def closing_summary(log_dir: Path, elapsed: float, rows: str = "?", table: str = "") -> str:
+def last_counts(metrics_port: int) -> dict[str, float] | None:
+    """The processor's counters, asked at its /metrics before it is stopped; None if it
+    does not answer (it has exited, or never started serving)."""
+    try:
+        return scrape(f"http://127.0.0.1:{metrics_port}/metrics")
+    except OSError:
+        return None
+
+
+def closing_summary(
+    processor: dict[str, float] | None, elapsed: float, rows: str = "?", table: str = ""
+) -> str:
     """`1234 readings, 250 windows, 0 dead letters, 250 rows in sensor_windows in 25.3 s`,
-    from the scripts' last words and the table; a script that stopped before its last words
-    (while it started) is named."""
-    delivered = re.findall(r"Delivered (\d+) of", (log_dir / "producer.log").read_text())
-    finals = re.findall(r"Final summary: (.*)", (log_dir / "processor.log").read_text())
-    pairs = [part.strip().rsplit("=", 1) for part in finals[-1].split(",")] if finals else []
-    counters = {name: int(value) for name, value in pairs}
-    windows = counters.get("windows emitted", "?")
-    dead = sum(v for k, v in counters.items() if k.startswith("dead-lettered")) if finals else "?"
-    readings = delivered[-1] if delivered else "?"
-    silent = " and the ".join(
-        n for n, said in (("producer", delivered), ("processor", finals)) if not said
-    )
-    unsaid = f"; the {silent} stopped before reporting" if silent else ""
+    from the processor's last counters and the table; `?` and a note if it had none."""
     stored = f", {rows} rows in {table}" if table else ""
+    if processor is None:
+        counts, unsaid = ("?", "?", "?"), "; the processor stopped before reporting"
+    else:
+        names = ("readings", "windows_emitted", "dead_letters")
+        counts = tuple(str(int(processor.get(f"sensor_processor_{n}_total", 0))) for n in names)
+        unsaid = ""
+    readings, windows, dead = counts
     return (
         f"{readings} readings, {windows} windows, {dead} dead letters{stored} "
         f"in {elapsed:.1f} s{unsaid}"
@@ -287,51 +300,72 @@ def closing_summary(log_dir: Path, elapsed: float, rows: str = "?", table: str =
 
 
 # --- The demo ------------------------------------------------------------------------------
-def start_scripts(
-    settings: DemoSettings, env: dict[str, str], log_dir: Path, stack: ExitStack
-) -> dict[str, Popen[bytes]]:
-    """The processor, producer and sink log to files; the viewer keeps our terminal."""
-
-    def command(name: str, *flags: str) -> list[str]:
-        port = ports.get(name)
-        metrics = ["--metrics-port", str(port)] if port else []
-        return [sys.executable, str(REPO / f"sensor_stream_{name}.py"), *flags, *metrics]
-
+def metrics_ports() -> dict[str, int]:
+    """Where the producer, processor and sink serve /metrics: METRICS_PORTS where free."""
     ports = {
-        name: port if not processes.is_listening("127.0.0.1", port) else processes.find_free_port()
+        name: port if not is_listening("127.0.0.1", port) else find_free_port()
         for name, port in METRICS_PORTS.items()
     }
     urls = [f"http://127.0.0.1:{port}/metrics ({name})" for name, port in ports.items()]
     say(f"metrics at {', '.join(urls)}")
+    return ports
 
-    s, raw = settings, ["--raw-topic", settings.raw_topic, "--partitions", str(settings.partitions)]
-    scripts = {
-        "processor": processes.start_child(
-            command("processor", *raw, "--agg-topic", s.agg_topic, "--dlq-topic", s.dlq_topic,
-                    "--consumer-group", s.consumer_group, "--state-dir", str(log_dir / "state"),
-                    "--commit-interval", "1"),
-            log=log_dir / "processor.log", env=env, cwd=REPO,
-        ),
-        "producer": processes.start_child(
-            command("producer", *raw, "--count", "0", "--sensors", str(s.sensors),
-                    "--rate", str(s.rate), "--backfill-seconds", str(s.backfill_seconds)),
-            log=log_dir / "producer.log", env=env, cwd=REPO,
-        ),
-        "sink": processes.start_child(
-            command("sink", "--agg-topic", s.agg_topic, "--consumer-group", s.sink_group,
-                    "--sink-table", s.sink_table, "--state-dir", str(log_dir / "state"),
-                    "--commit-interval", "1"),
-            log=log_dir / "sink.log", env=env, cwd=REPO,
-        ),
+
+def script_flags(settings: DemoSettings, log_dir: Path) -> dict[str, dict[str, object]]:
+    """Each script's flags, in the order they start: this run's names, and what the demo
+    chooses (commits every second, so a stop leaves little to repeat)."""
+    state = log_dir / "state"
+    raw = {"raw-topic": settings.raw_topic, "partitions": settings.partitions}
+    return {
+        "processor": {
+            **raw,
+            "agg-topic": settings.agg_topic,
+            "dlq-topic": settings.dlq_topic,
+            "consumer-group": settings.consumer_group,
+            "state-dir": state,
+            "commit-interval": 1,
+        },
+        "producer": {
+            **raw,
+            "count": 0,
+            "sensors": settings.sensors,
+            "rate": settings.rate,
+            "backfill-seconds": settings.backfill_seconds,
+        },
+        "sink": {
+            "agg-topic": settings.agg_topic,
+            "consumer-group": settings.sink_group,
+            "sink-table": settings.sink_table,
+            "state-dir": state,
+            "commit-interval": 1,
+        },
         # DURATION is the demo's (make exports it): the viewer runs until it is stopped.
-        "viewer": Popen(
-            processes.dying_with_parent(
-                command("viewer", "--agg-topic", s.agg_topic, "--duration", "0"), env),
-            env=env, cwd=REPO, start_new_session=True,
-        ),
-    }  # fmt: skip
-    for process in scripts.values():  # stopped with `stack` if anything fails
-        stack.callback(processes.stop_child, process)
+        "viewer": {"agg-topic": settings.agg_topic, "duration": 0},
+    }
+
+
+def start_scripts(
+    settings: DemoSettings,
+    env: dict[str, str],
+    log_dir: Path,
+    ports: dict[str, int],
+    stack: ExitStack,
+) -> dict[str, Popen[bytes]]:
+    """The processor, producer and sink log to files; the viewer keeps our terminal.
+    `stack` stops each of them if anything fails."""
+    scripts = {}
+    for name, flags in script_flags(settings, log_dir).items():
+        if name in ports:
+            flags["metrics-port"] = ports[name]
+        script = str(REPO / f"sensor_stream_{name}.py")
+        command = [sys.executable, script, *(f"--{flag}={value}" for flag, value in flags.items())]
+        if name == "viewer":
+            command = dying_with_parent(command, env)
+            scripts[name] = Popen(command, env=env, cwd=REPO, start_new_session=True)
+        else:
+            log = log_dir / f"{name}.log"
+            scripts[name] = start_child(command, log=log, env=env, cwd=REPO)
+        stack.callback(stop_child, scripts[name])
     return scripts
 
 
@@ -346,8 +380,10 @@ def main(argv: list[str] | None = None) -> int:
         log_dir.mkdir(parents=True, exist_ok=True)
         lock = lock_log_dir(log_dir)  # held until we exit
         if lock is None:  # the state and logs there are another run's
-            say(f"another demo is running with its logs in {log_dir}/; stop it, "
-                "or set DEMO_LOG_DIR to another folder")  # fmt: skip
+            say(
+                f"another demo is running with its logs in {log_dir}/; stop it, "
+                "or set DEMO_LOG_DIR to another folder"
+            )
             return 1
         # An earlier run's window state belongs to its broker and topics: never reuse it.
         shutil.rmtree(log_dir / "state", ignore_errors=True)
@@ -373,19 +409,19 @@ def main(argv: list[str] | None = None) -> int:
                 f"consumer groups {broker.consumer_group}, {broker.sink_group}"
             )
             say(f"logs in {log_dir}/; Ctrl-C stops the demo")
-            scripts = start_scripts(broker, child_env(broker, needs), log_dir, stack)
+            ports = metrics_ports()
+            scripts = start_scripts(broker, child_env(broker, needs), log_dir, ports, stack)
             early = None  # until a stop signal, the end of --duration, or a script exits early
-            deadline = started + settings.duration if settings.duration else math.inf
-            while not stop.requested.wait(0.2) and time.monotonic() < deadline:
+            deadline = Deadline(settings.duration or math.inf)
+            while not stop.requested.wait(0.2) and not deadline.passed():
                 if early := next((n for n, p in scripts.items() if p.poll() is not None), None):
                     break
-            waited = stop_in_order(broker, scripts, stop, early)
+            waited, processor = stop_in_order(broker, scripts, ports["processor"], stop, early)
             try:
                 rows = str(count_rows(url, settings.sink_table))
             except psycopg2.Error:
                 rows = "?"
-    except (processes.ServerStartError, BrokerUnavailable, TopicError, KafkaException, CannotRun,
-            OSError, subprocess.SubprocessError) as exc:  # fmt: skip
+    except (CannotRun, KafkaException, OSError, subprocess.SubprocessError) as exc:
         say(f"could not start: {exc}")
         return 1
     finally:
@@ -397,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"the {early} exited early with status {scripts[early].returncode}")
     if waited:
         say(f"the last windows may be missing: {waited}")
-    say(closing_summary(log_dir, time.monotonic() - started, rows, settings.sink_table))
+    say(closing_summary(processor, time.monotonic() - started, rows, settings.sink_table))
     failed = [
         f"{name} (status {p.returncode})"
         for name, p in scripts.items()
@@ -412,4 +448,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_status(main, logging.getLogger("sensor_lib.demo")))

@@ -17,7 +17,7 @@ import os
 import sys
 from typing import Any
 
-from sensor_lib.processes import ServerProcess, ServerStartError, serve_in_foreground
+from sensor_lib.servers import ServerProcess, ServerStartError, serve_in_foreground
 
 # Tansu 0.6.0 reports a partition's high watermark as the base offset of its last
 # record batch plus one, so the records after the first in that batch look

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import fcntl
 import re
 import shutil
 import subprocess
@@ -26,8 +25,9 @@ from pathlib import Path
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
+from filelock import FileLock
 
-from sensor_lib.processes import (
+from sensor_lib.servers import (
     ServerProcess,
     ServerStartError,
     find_free_port,
@@ -71,18 +71,29 @@ def fetch_jars() -> Path:
             " install Maven (apt-get install maven) or use the embedded broker: make broker"
         )
     # Test workers may start brokers at once: one fetches, the others wait for it.
-    with open(KAFKA_DIR / ".fetch.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with FileLock(KAFKA_DIR / ".fetch.lock"):
         if not (JARS / MAIN_JAR).exists():
-            print(f"Fetching Apache Kafka's jars from Maven Central into {JARS} (once)...",
-                  file=sys.stderr, flush=True)  # fmt: skip
+            print(
+                f"Fetching Apache Kafka's jars from Maven Central into {JARS} (once)...",
+                file=sys.stderr,
+                flush=True,
+            )
             partial = KAFKA_DIR / "lib.partial"
             shutil.rmtree(partial, ignore_errors=True)
             fetched = subprocess.run(
-                [mvn, "-q", "-B", "-f", str(KAFKA_DIR / "pom.xml"),
-                 "dependency:copy-dependencies", f"-DoutputDirectory={partial}"],
-                capture_output=True, text=True, check=False,
-            )  # fmt: skip
+                [
+                    mvn,
+                    "-q",
+                    "-B",
+                    "-f",
+                    str(KAFKA_DIR / "pom.xml"),
+                    "dependency:copy-dependencies",
+                    f"-DoutputDirectory={partial}",
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
             if fetched.returncode != 0:
                 last = (fetched.stdout + fetched.stderr).strip().splitlines()[-1:]
                 raise ServerStartError(f"Maven could not fetch Kafka's jars: {' '.join(last)}")
@@ -172,10 +183,12 @@ class KafkaBroker(ServerProcess):
 
     def command(self) -> list[str]:
         java_command = [
-            find_java(), *JAVA_OPTIONS,
+            find_java(),
+            *JAVA_OPTIONS,
             f"-Dlog4j2.configurationFile={KAFKA_DIR / 'log4j2.properties'}",
-            "-cp", f"{fetch_jars()}/*",
-        ]  # fmt: skip
+            "-cp",
+            f"{fetch_jars()}/*",
+        ]
         if self.data_dir is None:  # else restart on the data of stop(keep_data=True)
             self.data_dir = Path(tempfile.mkdtemp(prefix="kafka-broker-"))
             self.format_storage(java_command)
@@ -193,10 +206,22 @@ class KafkaBroker(ServerProcess):
             for arg in ("--add-scram", f"{mechanism}=[name={name},password={password}]")
         ]
         formatted = subprocess.run(
-            [*java_command, "kafka.tools.StorageTool", "format", "--standalone",
-             "-t", random_cluster_id(), "-c", str(properties), *scram],
-            capture_output=True, text=True, check=False, timeout=120,
-        )  # fmt: skip
+            [
+                *java_command,
+                "kafka.tools.StorageTool",
+                "format",
+                "--standalone",
+                "-t",
+                random_cluster_id(),
+                "-c",
+                str(properties),
+                *scram,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
         if formatted.returncode != 0:
             lines = (formatted.stderr or formatted.stdout).strip().splitlines() or ["no output"]
             errors = [line for line in lines if "Exception" in line] or lines[-1:]

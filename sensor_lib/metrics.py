@@ -14,13 +14,17 @@ import logging
 import math
 import threading
 import time
+import urllib.request
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.process_collector import ProcessCollector
 
+from sensor_lib.errors import CannotRun
 from sensor_lib.settings import MetricsSettings
 
 logger = logging.getLogger(__name__)
@@ -36,11 +40,13 @@ class FunctionCollector:
 
 
 def serve(
-    settings: MetricsSettings, logger: logging.Logger, collect: Callable[[], Iterable[Metric]],
+    settings: MetricsSettings,
+    logger: logging.Logger,
+    collect: Callable[[], Iterable[Metric]],
     *histograms: Histogram,
-) -> None:  # fmt: skip
+) -> None:
     """Serve /metrics if METRICS_PORT is set: `collect`'s metrics, `histograms`, and the
-    process's CPU and memory. A port that is taken exits 1 with one line."""
+    process's CPU and memory. A port that is taken raises CannotRun."""
     if settings.metrics_port is None:
         return
     registry = CollectorRegistry(auto_describe=False)
@@ -52,11 +58,11 @@ def serve(
     try:
         start_http_server(port, addr=host, registry=registry)
     except OSError as exc:
-        logger.error(
-            "cannot serve metrics on %s:%s (METRICS_HOST:METRICS_PORT): %s; set METRICS_PORT "
-            "to a free port, or leave it unset for no metrics", host, port, exc.strerror or exc,
-        )  # fmt: skip
-        raise SystemExit(1) from None
+        raise CannotRun(
+            f"cannot serve metrics on {host}:{port} (METRICS_HOST:METRICS_PORT): "
+            f"{exc.strerror or exc}; set METRICS_PORT to a free port, or leave it unset "
+            "for no metrics"
+        ) from None
     logger.info("Metrics at http://%s:%s/metrics", host, port)
 
 
@@ -126,9 +132,10 @@ class ConsumerLag:
 
     def metric(self, name: str) -> GaugeMetricFamily:
         family = GaugeMetricFamily(
-            name, "Messages behind on each partition: its end minus the committed offset",
+            name,
+            "Messages behind on each partition: its end minus the committed offset",
             labels=["topic", "partition"],
-        )  # fmt: skip
+        )
         with self.lock:
             for (topic, partition), lag in sorted(self.lag.items()):
                 family.add_metric([topic, str(partition)], lag)
@@ -141,15 +148,25 @@ def producer_metrics(sensors: Any, progress: Any) -> Callable[[], Iterator[Metri
     def collect() -> Iterator[Metric]:
         readings, watermarks = sensors.readings, sensors.watermarks
         yield counter("sensor_producer_readings", "Readings sent to the broker", sensors.produced)
-        yield counter("sensor_producer_readings_delivered", "Readings the broker confirmed",
-                      readings.delivered)  # fmt: skip
-        yield counter("sensor_producer_delivery_failures", "Messages not delivered after retries",
-                      readings.failed + watermarks.failed)  # fmt: skip
-        yield counter("sensor_producer_watermarks", "Watermarks the broker confirmed",
-                      watermarks.delivered)  # fmt: skip
+        yield counter(
+            "sensor_producer_readings_delivered",
+            "Readings the broker confirmed",
+            readings.delivered,
+        )
+        yield counter(
+            "sensor_producer_delivery_failures",
+            "Messages not delivered after retries",
+            readings.failed + watermarks.failed,
+        )
+        yield counter(
+            "sensor_producer_watermarks", "Watermarks the broker confirmed", watermarks.delivered
+        )
         rate = progress.progress.tasks[0].speed or 0.0
-        yield gauge("sensor_producer_rate_readings_per_second",
-                    "Readings sent per second over the last 5 s", rate)  # fmt: skip
+        yield gauge(
+            "sensor_producer_rate_readings_per_second",
+            "Readings sent per second over the last 5 s",
+            rate,
+        )
 
     return collect
 
@@ -163,22 +180,30 @@ def processor_metrics(
     def collect() -> Iterator[Metric]:
         dead = dict(dead_letters.counts)
         invalid = sum(n for reason, n in dead.items() if reason != "late")
-        yield counter("sensor_processor_messages", "Messages read from the raw topic",
-                      counters.processed)  # fmt: skip
-        yield counter("sensor_processor_readings", "Readings read, late ones included",
-                      counters.processed - counters.watermarks - invalid)  # fmt: skip
+        yield counter(
+            "sensor_processor_messages", "Messages read from the raw topic", counters.processed
+        )
+        yield counter(
+            "sensor_processor_readings",
+            "Readings read, late ones included",
+            counters.processed - counters.watermarks - invalid,
+        )
         yield counter("sensor_processor_watermarks", "Watermarks read", counters.watermarks)
-        yield counter("sensor_processor_windows_emitted", "Windows emitted",
-                      counters.windows_emitted)  # fmt: skip
-        yield counter("sensor_processor_readings_aggregated", "Readings in the emitted windows",
-                      counters.aggregated)  # fmt: skip
+        yield counter(
+            "sensor_processor_windows_emitted", "Windows emitted", counters.windows_emitted
+        )
+        yield counter(
+            "sensor_processor_readings_aggregated",
+            "Readings in the emitted windows",
+            counters.aggregated,
+        )
         yield by_reason("sensor_processor_dead_letters", "Messages dead-lettered, by reason", dead)
         if counters.processed:
             yield gauge(
                 "sensor_processor_event_time_lag_seconds",
                 "Wall clock minus the event time of the last message read (reading or watermark)",
                 time.time() - current.event_ms / 1000,
-            )  # fmt: skip
+            )
         yield lag.metric("sensor_processor_consumer_lag_messages")
 
     return collect
@@ -189,12 +214,31 @@ def sink_metrics(rows: Any, table: Any, lag: ConsumerLag) -> Callable[[], Iterat
 
     def collect() -> Iterator[Metric]:
         yield counter("sensor_sink_aggregates", "Aggregates read", rows.received)
-        yield counter("sensor_sink_rows_written", "Rows written (upserted) to the database",
-                      table.rows_written)  # fmt: skip
-        yield counter("sensor_sink_write_errors", "Batches the database did not take",
-                      table.write_errors)  # fmt: skip
-        yield by_reason("sensor_sink_dead_letters", "Messages dead-lettered, by reason",
-                        dict(rows.dead_letters.counts))  # fmt: skip
+        yield counter(
+            "sensor_sink_rows_written",
+            "Rows written (upserted) to the database",
+            table.rows_written,
+        )
+        yield counter(
+            "sensor_sink_write_errors", "Batches the database did not take", table.write_errors
+        )
+        yield by_reason(
+            "sensor_sink_dead_letters",
+            "Messages dead-lettered, by reason",
+            dict(rows.dead_letters.counts),
+        )
         yield lag.metric("sensor_sink_consumer_lag_messages")
 
     return collect
+
+
+def scrape(url: str, timeout: float = 2.0) -> dict[str, float]:
+    """The samples a /metrics URL serves now, each summed over its labels, by sample name
+    (a counter's ends in _total). Raises OSError if nothing answers."""
+    with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (our own URL)
+        text = response.read().decode()
+    totals: defaultdict[str, float] = defaultdict(float)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            totals[sample.name] += sample.value
+    return dict(totals)

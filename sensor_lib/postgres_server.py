@@ -28,7 +28,7 @@ from pathlib import Path
 
 import psycopg2
 
-from sensor_lib.processes import ServerProcess, ServerStartError, serve_in_foreground
+from sensor_lib.servers import ServerProcess, ServerStartError, serve_in_foreground
 
 # The demo's and the tutorial's database; docker-compose.yml's postgres service has the same.
 USER, PASSWORD, DATABASE = "sensor", "sensor", "sensors"
@@ -40,7 +40,8 @@ def binaries() -> Path:
     spec = importlib.util.find_spec("pgserver")
     if spec is None or not spec.submodule_search_locations:
         raise ServerStartError(
-            "the embedded PostgreSQL needs the pgserver wheel: pip install -r requirements.txt"
+            "the embedded PostgreSQL needs the pgserver wheel: "
+            "run `make install`, or pip install -r requirements.txt"
         )
     return Path(spec.submodule_search_locations[0]) / "pginstall" / "bin"
 
@@ -83,8 +84,18 @@ class PostgresServer(ServerProcess):
         if not (self.data_dir / "PG_VERSION").exists():
             self.initdb()
         fast = [] if self.durable else ["-c", "fsync=off", "-c", "full_page_writes=off"]
-        return [str(self.bin / "postgres"), "-D", str(self.data_dir), "-h", self.host,
-                "-p", str(self.port), "-k", str(self.data_dir), *fast]  # fmt: skip
+        return [
+            str(self.bin / "postgres"),
+            "-D",
+            str(self.data_dir),
+            "-h",
+            self.host,
+            "-p",
+            str(self.port),
+            "-k",
+            str(self.data_dir),
+            *fast,
+        ]
 
     def initdb(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -99,11 +110,24 @@ class PostgresServer(ServerProcess):
             if user is not None:
                 os.chown(secret.name, *user)
             done = subprocess.run(
-                [str(self.bin / "initdb"), "-D", str(self.data_dir), "-U", USER, "-E", "UTF8",
-                 f"--pwfile={secret.name}", "--auth-local=trust", "--auth-host=scram-sha-256"],
-                capture_output=True, text=True, check=False, timeout=120,
+                [
+                    str(self.bin / "initdb"),
+                    "-D",
+                    str(self.data_dir),
+                    "-U",
+                    USER,
+                    "-E",
+                    "UTF8",
+                    f"--pwfile={secret.name}",
+                    "--auth-local=trust",
+                    "--auth-host=scram-sha-256",
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=120,
                 **({} if user is None else {"user": user[0], "group": user[1], "extra_groups": []}),
-            )  # fmt: skip
+            )
         if done.returncode != 0:
             raise ServerStartError(f"initdb failed: {(done.stderr or done.stdout).strip()}")
 
@@ -134,7 +158,11 @@ def main(argv: list[str] | None = None) -> int:
         "--data", type=Path, default=Path("postgres-data"), help="data folder, kept between runs"
     )
     args = parser.parse_args(argv)
-    server = PostgresServer(args.data, args.port)
+    try:
+        server = PostgresServer(args.data, args.port)
+    except ServerStartError as exc:  # no pgserver wheel: one line, not a traceback
+        print(f"{PostgresServer.name}: {exc}", file=sys.stderr)
+        return 1
     server.cleanup = lambda: None  # type: ignore[method-assign]  # the tutorial keeps its data
     url = server.url.replace("127.0.0.1", "localhost")
     default = args.port == TUTORIAL_PORT  # the sink's default POSTGRES_URL

@@ -22,8 +22,8 @@ from psycopg2.extensions import parse_dsn
 from quixstreams.sinks import SinkBackpressureError, SinkBatch
 from quixstreams.sinks.community.postgresql import PostgreSQLSink, PostgreSQLSinkException
 
+from sensor_lib.errors import CannotRun
 from sensor_lib.metrics import write_histogram
-from sensor_lib.quix_app import CannotRun
 
 logger = logging.getLogger(__name__)
 
@@ -87,11 +87,16 @@ class WindowsSink(PostgreSQLSink):
             key: dsn.pop(key, None) for key in ("host", "port", "dbname", "user", "password")
         }
         super().__init__(
-            **connect, **dsn, table_name=table, schema_auto_update=False,
-            primary_key_columns=["sensor_id", "window_start"], upsert_on_primary_key=True,
-            include_metadata=False, connection_timeout_seconds=10,
+            **connect,
+            **dsn,
+            table_name=table,
+            schema_auto_update=False,
+            primary_key_columns=["sensor_id", "window_start"],
+            upsert_on_primary_key=True,
+            include_metadata=False,
+            connection_timeout_seconds=10,
             on_client_connect_failure=refuse,
-        )  # fmt: skip
+        )
         self.where = redact(url)
         self.rows_written = self.write_errors = 0
         self.round_trips = write_histogram()
@@ -111,14 +116,19 @@ class WindowsSink(PostgreSQLSink):
                 self.lost_at = started
                 logger.warning(
                     "Lost the database at %s (%s); retrying every %g s until it is back",
-                    self.where, first_line(exc), RETRY_SECONDS,
-                )  # fmt: skip
+                    self.where,
+                    first_line(exc),
+                    RETRY_SECONDS,
+                )
             raise SinkBackpressureError(retry_after=RETRY_SECONDS) from None
         self.round_trips.observe(time.monotonic() - started)
         self.rows_written += batch.size
         if self.lost_at is not None:
-            logger.info("The database at %s is back after %.1f s", self.where,
-                        time.monotonic() - self.lost_at)  # fmt: skip
+            logger.info(
+                "The database at %s is back after %.1f s",
+                self.where,
+                time.monotonic() - self.lost_at,
+            )
             self.lost_at = None
 
     def lost_the_database(self, exc: Exception) -> bool:

@@ -15,7 +15,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from sensor_lib.kafka_io import DeliveryReport
+from sensor_lib.producing import DeliveryReport
 
 RATE_SECONDS = 5.0
 

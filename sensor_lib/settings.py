@@ -9,9 +9,7 @@ docs/configuration.md lists them all; a test keeps it in step with these classes
 
 from __future__ import annotations
 
-import logging
 import sys
-import time
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self, TypeVar
 
@@ -28,6 +26,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict, SettingsError
 from quixstreams.kafka.configuration import ConnectionConfig
+
+from sensor_lib.errors import UsageError
 
 
 def _upper(value: Any) -> Any:
@@ -152,7 +152,7 @@ Settings = TypeVar("Settings", bound=BaseSettings)
 
 
 def load_settings(cls: type[Settings], argv: list[str] | None = None) -> Settings:
-    """Flags over environment over defaults; a bad value exits 2 with one usage line."""
+    """Flags over environment over defaults; a bad value raises UsageError, one line."""
     try:
         return CliApp.run(cls, cli_args=sys.argv[1:] if argv is None else argv)
     except (ValidationError, SettingsError) as exc:
@@ -163,23 +163,4 @@ def load_settings(cls: type[Settings], argv: list[str] | None = None) -> Setting
             message = f"{where}{error['msg']}, got {error['input']!r}"
         else:
             message = str(exc)
-        print(f"{sys.argv[0]}: error: {message}", file=sys.stderr)
-        raise SystemExit(2) from None
-
-
-def configure_logging(level: str = "INFO", log_filter: logging.Filter | None = None) -> None:
-    """One readable line per event, stamped in UTC whatever the host's time zone."""
-    # The format shows no caller, thread or process, so skip collecting them for each
-    # record, as the logging HOWTO's "Optimization" section shows: the processor logs
-    # a line per window, and windows close in bursts.
-    logging._srcfile = None
-    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
-    handler = logging.StreamHandler()
-    formatter = logging.Formatter(
-        "%(asctime)s.%(msecs)03dZ %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S"
-    )
-    formatter.converter = time.gmtime
-    handler.setFormatter(formatter)
-    if log_filter is not None:
-        handler.addFilter(log_filter)
-    logging.basicConfig(level=level, handlers=[handler], force=True)
+        raise UsageError(message) from None

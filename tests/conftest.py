@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sensor_lib.embedded_broker import PROCESSOR_PRODUCER_CONFIG, EmbeddedBroker  # noqa: E402
 from sensor_lib.kafka_broker import KafkaBroker  # noqa: E402
 from sensor_lib.postgres_server import PostgresServer  # noqa: E402
-from sensor_lib.processes import ServerProcess, find_free_port  # noqa: E402
+from sensor_lib.servers import ServerProcess, find_free_port  # noqa: E402
 
 BROKER_KIND = (
     "external" if os.environ.get("BROKER_ADDRESS") else os.environ.get("TEST_BROKER", "embedded")
@@ -40,6 +40,17 @@ SCRAM_USER = ("sensor-app", "correct-horse-battery-staple")
 # file lock shared by the xdist workers does it. (xdist 3.8's `--dist loadgroup` does
 # not: it marks a group in item._nodeid, which pytest 9 no longer reads.)
 ONE_AT_A_TIME = pytest.mark.one_at_a_time
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Load what builds a per-user cache on first use, before any test runs.
+
+    matplotlib lists the system's fonts the first time it loads, by running `fc-list`,
+    and caches the list under MPLCONFIGDIR (or XDG_CACHE_HOME). Loaded inside a test,
+    that first load is a subprocess in whichever test comes first, and the fast tier's
+    guard refuses it; loaded here, no test depends on what an earlier run left behind.
+    """
+    import matplotlib.font_manager  # noqa: F401
 
 
 @contextmanager

@@ -17,9 +17,10 @@ from typing import Any
 import psycopg2
 from confluent_kafka import Consumer, KafkaException, Message, Producer
 
-from sensor_lib import kafka_io
+from sensor_lib import consuming
 from sensor_lib.event_time import to_epoch_ms
 from sensor_lib.settings import BrokerSettings
+from sensor_lib.topics import ensure_topic
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -40,7 +41,7 @@ class Record:
 
 def create_topic(address: str, name: str, partitions: int = 1) -> None:
     """Create a topic the way the scripts do (explicit retention)."""
-    kafka_io.ensure_topic(BrokerSettings(broker_address=address), name, partitions, timeout=30)
+    ensure_topic(BrokerSettings(broker_address=address), name, partitions, timeout=30)
 
 
 def produce(
@@ -136,14 +137,14 @@ def read_to_end(
     broker = BrokerSettings(broker_address=address)
     return [
         to_record(message)
-        for message in kafka_io.read_to_end(broker, topic, timeout=timeout, isolation=isolation)
+        for message in consuming.read_to_end(broker, topic, timeout=timeout, isolation=isolation)
     ]
 
 
 def committed_total(address: str, group: str, topic: str) -> int:
     """Sum of the offsets `group` has committed on `topic`'s partitions."""
     broker = BrokerSettings(broker_address=address)
-    return sum(kafka_io.committed_offsets(broker, group, topic).values())
+    return sum(consuming.committed_offsets(broker, group, topic).values())
 
 
 def wait_until_caught_up(
@@ -253,18 +254,28 @@ def sink(address: str, names: Any, url: str, *extra: str) -> Script:
     """The sink as a user runs it, into the test's own table."""
     return Script(
         "sensor_stream_sink.py",
-        "--broker-address", address, "--agg-topic", names.agg,
-        "--consumer-group", names.sink_group, "--sink-table", names.table,
-        "--commit-interval", "1", *extra,
+        "--broker-address",
+        address,
+        "--agg-topic",
+        names.agg,
+        "--consumer-group",
+        names.sink_group,
+        "--sink-table",
+        names.table,
+        "--commit-interval",
+        "1",
+        *extra,
         env={"POSTGRES_URL": url},  # a flag would show the password in `ps`
-    )  # fmt: skip
+    )
 
 
 def table(url: str, name: str) -> dict[tuple[str, int], dict[str, object]]:
     """The table as the reference model writes windows: keyed by (sensor, start in ms)."""
     with psycopg2.connect(url) as connection, connection.cursor() as cursor:
-        cursor.execute(f"SELECT sensor_id, window_start, window_end, count, min, max, mean "  # noqa: S608
-                       f"FROM {name}")  # fmt: skip
+        cursor.execute(
+            f"SELECT sensor_id, window_start, window_end, count, min, max, mean "  # noqa: S608
+            f"FROM {name}"
+        )
         rows = cursor.fetchall()
     connection.close()
     found = {}
@@ -272,7 +283,8 @@ def table(url: str, name: str) -> dict[tuple[str, int], dict[str, object]]:
         key = (sensor, to_epoch_ms(start))
         assert key not in found  # the primary key holds
         found[key] = {
-            "start": to_epoch_ms(start), "end": to_epoch_ms(end),
+            "start": to_epoch_ms(start),
+            "end": to_epoch_ms(end),
             "temperature": {"count": count, "min": low, "max": high, "mean": mean},
-        }  # fmt: skip
+        }
     return found

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from quixstreams.state.rocksdb import RocksDBOptions
 
-from sensor_lib.quix_app import STATE_OPTIONS
+from sensor_lib.application import STATE_OPTIONS
 from sensor_stream_processor import (
     add_reading,
     has_readings,

@@ -279,9 +279,14 @@ def test_instructions_per_reading_are_the_difference_between_two_counted_runs(
     # One script with metrics on: under valgrind start-up is most of the cost, so each
     # script more adds as much again. The ratios between scripts are checked below.
     lines = run_benchmark(
-        "instructions.py", broker_address, "--small=1000", "--large=2000", "--sensors=100",
-        "--scripts=processor-metrics", timeout=280,
-    )  # fmt: skip
+        "instructions.py",
+        broker_address,
+        "--small=1000",
+        "--large=2000",
+        "--sensors=100",
+        "--scripts=processor-metrics",
+        timeout=280,
+    )
     *runs, summary = lines
     counted = {(run["name"], run["readings"]): run["instructions"] for run in runs}
     assert sorted(counted) == [("processor-metrics", 1000), ("processor-metrics", 2000)]
@@ -302,8 +307,10 @@ def test_the_scripts_to_count_and_the_processor_with_metrics_on_a_port_of_its_ow
     assert int(with_port[-1].removeprefix("--metrics-port=")) > 0
     # Each run of it at once gets a port of its own.
     taken: set[int] = set()
-    flags = [instructions.scripts(["processor-metrics"], taken)["processor-metrics"][1][-1]
-             for _ in range(3)]  # fmt: skip
+    flags = [
+        instructions.scripts(["processor-metrics"], taken)["processor-metrics"][1][-1]
+        for _ in range(3)
+    ]
     assert len(set(flags)) == len(taken) == 3
 
 
@@ -316,8 +323,10 @@ def test_the_instructions_summary_divides_the_medians_and_each_round() -> None:
     summary = instructions.summarize(per_reading)
     assert summary["name"] == "summary"
     assert summary["instructions_per_reading"] == {
-        "baseline": 300, "processor": 310, "processor-metrics": 320,
-    }  # fmt: skip
+        "baseline": 300,
+        "processor": 310,
+        "processor-metrics": 320,
+    }
     assert summary["baseline/processor"] == round(300 / 310, 3)
     assert summary["metrics-on/off"] == round(320 / 310, 3)
     assert summary["per_round"] == [
@@ -326,8 +335,11 @@ def test_the_instructions_summary_divides_the_medians_and_each_round() -> None:
     ]
     # A ratio only where both of its scripts were counted.
     assert set(instructions.summarize({"processor": [1.0], "baseline": [2.0]})) == {
-        "name", "instructions_per_reading", "baseline/processor", "per_round",
-    }  # fmt: skip
+        "name",
+        "instructions_per_reading",
+        "baseline/processor",
+        "per_round",
+    }
 
 
 # --- The workload ---------------------------------------------------------------
@@ -364,9 +376,15 @@ def brute_force_closed_windows(workload: Workload, readings: int | None = None) 
 
 @pytest.mark.parametrize(
     ("readings", "sensors", "interval_ms"),
-    [(3000, 100, 1000), (1234, 7, 1000), (50, 50, 1000), (20, 3, 1000), (3000, 100, 10_000),
-     (1234, 7, 10_000)],
-)  # fmt: skip
+    [
+        (3000, 100, 1000),
+        (1234, 7, 1000),
+        (50, 50, 1000),
+        (20, 3, 1000),
+        (3000, 100, 10_000),
+        (1234, 7, 10_000),
+    ],
+)
 def test_expected_closed_windows_matches_brute_force(
     readings: int, sensors: int, interval_ms: int
 ) -> None:
@@ -489,10 +507,18 @@ def test_a_benchmark_stopped_by_sigterm_stops_the_broker_it_started(tmp_path: Pa
     env = {k: v for k, v in os.environ.items() if k != "BROKER_ADDRESS"}
     env.update(BENCH_BROKER=os.environ.get("TEST_BROKER", "embedded"), TMPDIR=str(tmp_path))
     bench = subprocess.Popen(
-        [sys.executable, str(REPO / "benchmarks" / "memory.py"), "--readings=2000",
-         "--sensors=100"],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "memory.py"),
+            "--readings=2000",
+            "--sensors=100",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert bench.stdout is not None
         first = bench.stdout.readline()  # the first sample: the broker is up, the processor runs

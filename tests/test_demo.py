@@ -28,7 +28,7 @@ from conftest import TopicNames, crash
 from helpers import Script, create_topic, read_to_end
 from processes import children_of, command_of, descendants, poll_until, running
 from sensor_lib.demo import closing_summary
-from sensor_lib.processes import ServerProcess, find_free_port, is_listening
+from sensor_lib.servers import ServerProcess, find_free_port, is_listening
 
 REPO = Path(__file__).resolve().parent.parent
 SENSORS = {f"Sensor{n}" for n in range(1, 6)}
@@ -164,8 +164,11 @@ def test_make_demo_runs_twice_on_a_broker_that_keeps_its_data_with_topics_of_its
     raw, agg, dlq, group, sink_group = first.topics()
     assert re.fullmatch(r"demo-\d{8}T\d{6}-raw", raw)
     assert (agg, dlq, group, sink_group) == (
-        raw[:-3] + "agg", raw + "-dlq", raw[:-3] + "group", raw[:-3] + "group-sink",
-    )  # fmt: skip
+        raw[:-3] + "agg",
+        raw + "-dlq",
+        raw[:-3] + "group",
+        raw[:-3] + "group-sink",
+    )
     assert set(first.topics()).isdisjoint(second.topics())
     assert_remove_old_runs_keeps_only_what_is_not_theirs(broker_address, env, [first, second])
 
@@ -212,8 +215,11 @@ def assert_remove_old_runs_keeps_only_what_is_not_theirs(
     admin = AdminClient({"bootstrap.servers": address})
     try:
         member.subscribe([f"{going}-raw"])
-        poll_until(lambda: member.poll(0.2) is None and member.assignment() != [], timeout=30,
-                   what=lambda: f"{going}-group has a member")  # fmt: skip
+        poll_until(
+            lambda: member.poll(0.2) is None and member.assignment() != [],
+            timeout=30,
+            what=lambda: f"{going}-group has a member",
+        )
         removed = run_demo(env, "--remove-old-runs")
         assert removed.returncode == 0, removed.stderr
         # Raw, aggregate, their two dead-letter topics and the changelog of each old run.
@@ -243,9 +249,13 @@ def interrupt_make_demo(
     out, err = log_dir / "make.stdout", log_dir / "make.stderr"
     with open(out, "w") as stdout, open(err, "w") as stderr:
         make = subprocess.Popen(
-            ["make", "demo"], cwd=REPO, env=env, stdout=stdout, stderr=stderr,
+            ["make", "demo"],
+            cwd=REPO,
+            env=env,
+            stdout=stdout,
+            stderr=stderr,
             start_new_session=True,
-        )  # fmt: skip
+        )
         try:
             poll_until(
                 lambda: {w[0] for w in AGGREGATE_LINE.findall(out.read_text())} == SENSORS,
@@ -385,9 +395,13 @@ def in_a_terminal(command: str, env: dict[str, str], log: Path) -> subprocess.Po
     leader of a new pseudo-terminal. Killing the returned process closes the terminal."""
     return subprocess.Popen(
         ["script", "--quiet", "--flush", "--command", command, str(log)],
-        cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
+        cwd=REPO,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def close_terminal_and_check_all_stop(
@@ -436,8 +450,11 @@ def test_closing_the_terminal_that_runs_make_broker_stops_the_broker_within_5s(
 ) -> None:
     port = find_free_port()
     terminal = in_a_terminal(f"make broker BROKER_PORT={port}", dict(os.environ), tmp_path / "t")
-    poll_until(lambda: is_listening("127.0.0.1", port), timeout=60,
-               what=lambda: (tmp_path / "t").read_text(errors="replace"))  # fmt: skip
+    poll_until(
+        lambda: is_listening("127.0.0.1", port),
+        timeout=60,
+        what=lambda: (tmp_path / "t").read_text(errors="replace"),
+    )
     close_terminal_and_check_all_stop(terminal, port, one_at_a_time)
 
 
@@ -464,36 +481,40 @@ def test_bad_setting_is_a_one_line_usage_error_with_exit_2(tmp_path: Path) -> No
     assert not (tmp_path / "producer.log").exists()  # stopped before it started anything
 
 
-PRODUCER_REPORT = "Delivered 40 of 40 readings to raw (0 failed); 5 watermarks\n"
-PROCESSOR_REPORT = (
-    "Final summary: processed=48, aggregated=40, windows emitted=8, watermarks=5, "
-    "dead-lettered late=1, dead-lettered no-key=2\n"
-)
+PROCESSOR_COUNTS = {
+    "sensor_processor_messages_total": 48.0,
+    "sensor_processor_readings_total": 40.0,
+    "sensor_processor_windows_emitted_total": 8.0,
+    "sensor_processor_dead_letters_total": 3.0,
+}
 
 
 @pytest.mark.parametrize(
-    ("producer_log", "processor_log", "line"),
+    ("processor", "line"),
     [
-        (PRODUCER_REPORT, PROCESSOR_REPORT, "40 readings, 8 windows, 3 dead letters in 4.0 s"),
-        # Stopped while it started (a short DURATION on a busy machine): no final summary.
-        (PRODUCER_REPORT, "Stopped before processing began\n",
-         "40 readings, ? windows, ? dead letters in 4.0 s; the processor stopped before reporting"),
-        ("Stopped before producing anything\n", "Stopped before processing began\n",
-         "? readings, ? windows, ? dead letters in 4.0 s; "
-         "the producer and the processor stopped before reporting"),
+        (PROCESSOR_COUNTS, "40 readings, 8 windows, 3 dead letters, 8 rows in t in 4.0 s"),
+        # Stopped while it started (a short DURATION on a busy machine): nothing to ask.
+        (
+            None,
+            "? readings, ? windows, ? dead letters, 8 rows in t in 4.0 s; "
+            "the processor stopped before reporting",
+        ),
     ],
-    ids=["both-reported", "processor-silent", "both-silent"],
-)  # fmt: skip
-def test_the_closing_line_counts_from_the_last_reports_and_names_a_script_without_one(
-    tmp_path: Path, producer_log: str, processor_log: str, line: str
+    ids=["reported", "silent"],
+)
+def test_the_closing_line_counts_from_the_processors_metrics_or_says_it_had_none(
+    processor: dict[str, float] | None, line: str
 ) -> None:
-    (tmp_path / "producer.log").write_text(producer_log)
-    (tmp_path / "processor.log").write_text(processor_log)
-    assert closing_summary(tmp_path, 4.04) == line
+    assert closing_summary(processor, 4.04, "8", "t") == line
 
 
 def run_demo(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "sensor_lib.demo", *args],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=30, check=False,
-    )  # fmt: skip
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )

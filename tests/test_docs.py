@@ -1,10 +1,12 @@
 """The documentation against the code, and the limits the restructure set.
 
 - README.md quotes `build_pipeline` exactly as sensor_stream_processor.py has it.
-- docs/configuration.md holds the settings tables rendered from the settings classes.
+- docs/configuration.md holds the settings tables rendered from the settings classes,
+  and its "Make variables" table the Makefile's `?=` variables with their defaults.
 - The size limits hold: README.md and benchmarks/README.md in words, the scripts in lines.
 - README.md, docs/, tests/README.md and benchmarks/README.md hold no run history
-  ("stop 12"), no first person and no test names, and their relative links resolve.
+  ("stop 12", "issue 29", "CI saw"), no first person and no test names, and their
+  relative links resolve.
 
 No broker, no subprocess, no network: this is `make test-fast`. To print the settings
 tables for docs/configuration.md:
@@ -38,6 +40,7 @@ from sensor_stream_viewer import ViewerSettings  # noqa: E402
 
 README = REPO / "README.md"
 CONFIGURATION = REPO / "docs" / "configuration.md"
+MAKEFILE = REPO / "Makefile"
 BENCHMARKS_README = REPO / "benchmarks" / "README.md"
 PROSE = sorted(
     [README, REPO / "tests" / "README.md", BENCHMARKS_README, *(REPO / "docs").glob("*.md")]
@@ -136,6 +139,34 @@ def test_configuration_md_holds_each_settings_table(name: str, table: str) -> No
     assert table in doc, f"docs/configuration.md: the {name} table differs from the class"
 
 
+def makefile_defaults() -> dict[str, str]:
+    """The Makefile's `NAME ?= value` variables, which a user may set: name -> value."""
+    found = re.findall(r"^(\w+)\s*\?=\s*(.*)$", MAKEFILE.read_text(encoding="utf-8"), re.M)
+    return {name: re.sub(r"\s*#.*", "", value).strip() for name, value in found}
+
+
+def make_variables_table() -> list[tuple[str, str]]:
+    """The rows of docs/configuration.md's "Make variables" table: (variable, default)."""
+    doc = CONFIGURATION.read_text(encoding="utf-8")
+    section = doc.split("\n## Make variables\n", 1)
+    assert len(section) == 2, "docs/configuration.md has no heading '## Make variables'"
+    table = section[1].split("\n## ", 1)[0]
+    return re.findall(r"^\| `([^`]+)` \| `([^`]*)` \|", table, flags=re.MULTILINE)
+
+
+def test_the_make_variables_table_gives_each_makefile_default_and_no_other() -> None:
+    rows = make_variables_table()
+    table, makefile = dict(rows), makefile_defaults()
+    assert len(table) == len(rows), f"docs/configuration.md: a Make variable twice: {rows}"
+    missing = sorted(makefile.keys() - table.keys())
+    unknown = sorted(table.keys() - makefile.keys())
+    differ = {n: (table[n], makefile[n]) for n in table.keys() & makefile.keys()}
+    differ = {name: pair for name, pair in differ.items() if pair[0] != pair[1]}
+    assert not missing, f"docs/configuration.md's Make variables table lacks {missing}"
+    assert not unknown, f"docs/configuration.md lists Make variables the Makefile lacks: {unknown}"
+    assert not differ, f"docs/configuration.md's Make defaults (doc, Makefile) differ: {differ}"
+
+
 def words(path: Path) -> int:
     return len(path.read_text(encoding="utf-8").split())  # as `wc -w` counts
 
@@ -155,14 +186,15 @@ def test_the_benchmarks_readme_stays_under_1500_words() -> None:
 @pytest.mark.parametrize(
     ("script", "limit"),
     [
-        ("sensor_stream_processor.py", 300),
-        ("sensor_stream_producer.py", 220),
-        ("sensor_stream_viewer.py", 250),
-        ("sensor_stream_sink.py", 150),
+        ("sensor_stream_processor.py", 330),
+        ("sensor_stream_producer.py", 240),
+        ("sensor_stream_viewer.py", 260),
+        ("sensor_stream_sink.py", 160),
     ],
 )
-def test_the_scripts_stay_short(script: str, limit: int) -> None:
+def test_the_scripts_stay_short_as_ruff_formats_them(script: str, limit: int) -> None:
     assert len(lines(REPO / script)) <= limit
+    assert "fmt: skip" not in (REPO / script).read_text()
 
 
 def test_the_processors_sdf_chain_stays_short() -> None:
@@ -174,7 +206,7 @@ def test_the_processors_sdf_chain_stays_short() -> None:
 
 # "I ", " my ", " we " as words of a sentence; not "my-topic" nor "we're" in a quote.
 FIRST_PERSON = re.compile(r"(?<![\w'`-])(?:I\s|(?:[Mm]y|[Ww]e)(?![\w'`-]))")
-RUN_HISTORY = re.compile(r"\bstop \d+", re.IGNORECASE)
+RUN_HISTORY = re.compile(r"\bstop \d+|\bissue \d+|\bCI saw\b", re.IGNORECASE)
 TEST_NAME = re.compile(r"\btest_\w+\b(?!\.py)")  # a test's name; a file's name is fine
 LINK = re.compile(r"\]\(([^)#\s]*)(?:#([^)\s]*))?\)")
 

@@ -32,9 +32,11 @@ from helpers import (
 )
 from reference_model import expected_windows
 from sensor_lib.embedded_broker import PROCESSOR_PRODUCER_CONFIG, EmbeddedBroker
-from sensor_lib.kafka_io import BrokerOutageLog, TopicError, ensure_topic
-from sensor_lib.processes import ServerProcess, find_free_port
-from sensor_lib.quix_app import CannotRun, check_saved_state_matches_broker
+from sensor_lib.errors import CannotRun
+from sensor_lib.logs import BrokerOutageLog
+from sensor_lib.preflight import check_saved_state_matches_broker
+from sensor_lib.servers import ServerProcess, find_free_port
+from sensor_lib.topics import TopicError, ensure_topic
 from sensor_stream_processor import ProcessorSettings
 from test_pipeline import BASE_MS, GRACE_MS, WINDOW_MS, approx_means
 from test_reliability import (
@@ -107,9 +109,13 @@ def test_a_stop_while_waiting_for_the_broker_exits_0_at_once_with_one_line(
     with silent_broker() as server:
         address = f"127.0.0.1:{server.getsockname()[1]}"
         with Script(
-            script, "--broker-address", address, "--broker-timeout", "60",
+            script,
+            "--broker-address",
+            address,
+            "--broker-timeout",
+            "60",
             env={"STATE_DIR": str(tmp_path / "state")},
-        ) as waiting:  # fmt: skip
+        ) as waiting:
             wait_for_a_connection(server, waiting)
             asked = time.monotonic()
             assert waiting.stop(signum, timeout=10) == 0
@@ -122,8 +128,11 @@ def test_a_stop_while_waiting_for_the_broker_exits_0_at_once_with_one_line(
 
 def test_viewer_stopped_with_ctrl_c_exits_0_without_a_traceback(broker_address: str, names) -> None:
     create_topic(broker_address, names.agg)
-    window = {"start": BASE_MS, "end": BASE_MS + WINDOW_MS,
-              "temperature": {"count": 3, "min": 20.0, "max": 22.0, "mean": 21.0}}  # fmt: skip
+    window = {
+        "start": BASE_MS,
+        "end": BASE_MS + WINDOW_MS,
+        "temperature": {"count": 3, "min": 20.0, "max": 22.0, "mean": 21.0},
+    }
     produce(broker_address, names.agg, [(b"Sensor1", json.dumps(window).encode())])
     with Script(
         VIEWER, "--broker-address", broker_address, "--agg-topic", names.agg
@@ -159,9 +168,19 @@ def test_producer_stopped_with_ctrl_c_delivers_every_reading_and_closes_every_wi
     broker_address: str, names
 ) -> None:
     with Script(
-        PRODUCER, "--broker-address", broker_address, "--raw-topic", names.raw,
-        "--count", "0", "--rate", "100", "--sensors", "2", "--quiet",
-    ) as producer:  # fmt: skip
+        PRODUCER,
+        "--broker-address",
+        broker_address,
+        "--raw-topic",
+        names.raw,
+        "--count",
+        "0",
+        "--rate",
+        "100",
+        "--sensors",
+        "2",
+        "--quiet",
+    ) as producer:
         wait_for_messages(broker_address, names.raw, 20, producer)
         assert producer.stop(signal.SIGINT) == 0
     output = producer.output()
@@ -276,9 +295,15 @@ def test_processor_with_unwritable_state_dir_exits_1_with_one_line(
     blocker.write_text("not a directory\n")
     state_dir = blocker / "state"
     result = run_script(
-        PROCESSOR, "--broker-address", broker_address, "--raw-topic", names.raw,
-        "--state-dir", str(state_dir), timeout=30,
-    )  # fmt: skip
+        PROCESSOR,
+        "--broker-address",
+        broker_address,
+        "--raw-topic",
+        names.raw,
+        "--state-dir",
+        str(state_dir),
+        timeout=30,
+    )
     assert result.returncode == 1
     error = assert_one_error_line_and_no_traceback(result.stderr)
     assert f"cannot write window state under STATE_DIR {state_dir} (Not a directory)" in error
@@ -299,17 +324,37 @@ def test_processor_restarted_on_the_embedded_broker_without_its_setting_exits_1_
     create_topic(broker.address, names.raw, partitions=3)
     produce(broker.address, names.raw, messages)
     with Script(
-        PROCESSOR, "--broker-address", broker.address, "--raw-topic", names.raw,
-        "--agg-topic", names.agg, "--consumer-group", names.group, "--state-dir", str(state),
-        "--commit-interval", "1", env=without_setting,
-    ) as first:  # fmt: skip
+        PROCESSOR,
+        "--broker-address",
+        broker.address,
+        "--raw-topic",
+        names.raw,
+        "--agg-topic",
+        names.agg,
+        "--consumer-group",
+        names.group,
+        "--state-dir",
+        str(state),
+        "--commit-interval",
+        "1",
+        env=without_setting,
+    ) as first:
         wait_until_caught_up(broker.address, names.group, names.raw, len(messages), scripts=[first])
         assert first.stop(signal.SIGINT) == 0
     with Script(
-        PROCESSOR, "--broker-address", broker.address, "--raw-topic", names.raw,
-        "--agg-topic", names.agg, "--consumer-group", names.group, "--state-dir", str(state),
+        PROCESSOR,
+        "--broker-address",
+        broker.address,
+        "--raw-topic",
+        names.raw,
+        "--agg-topic",
+        names.agg,
+        "--consumer-group",
+        names.group,
+        "--state-dir",
+        str(state),
         env=without_setting,
-    ) as second:  # fmt: skip
+    ) as second:
         assert second.wait(timeout=60) == 1
     error = assert_one_error_line_and_no_traceback(second.output())
     assert "InvalidStoreChangelogOffset" in error
@@ -352,19 +397,42 @@ def test_scripts_use_a_raw_topic_with_another_partition_count_and_say_so(
     create_topic(broker_address, names.raw, partitions=1)
     env = {"PARTITIONS": "3"}
     produced = run_script(
-        PRODUCER, "--broker-address", broker_address, "--raw-topic", names.raw,
-        "--count", "90", "--sensors", "3", "--rate", "0", "--backfill-seconds", "30", env=env,
-    )  # fmt: skip
+        PRODUCER,
+        "--broker-address",
+        broker_address,
+        "--raw-topic",
+        names.raw,
+        "--count",
+        "90",
+        "--sensors",
+        "3",
+        "--rate",
+        "0",
+        "--backfill-seconds",
+        "30",
+        env=env,
+    )
     assert produced.returncode == 0, produced.stderr
     note = f"Topic {names.raw} already exists with 1 partition; PARTITIONS=3 applies only"
     assert note in produced.stderr
     assert "Delivered 90 of 90 readings" in produced.stderr
     assert "Traceback" not in produced.stderr
     with Script(
-        PROCESSOR, "--broker-address", broker_address, "--raw-topic", names.raw,
-        "--agg-topic", names.agg, "--consumer-group", names.group,
-        "--state-dir", str(tmp_path / "state"), "--commit-interval", "1", env=env,
-    ) as proc:  # fmt: skip
+        PROCESSOR,
+        "--broker-address",
+        broker_address,
+        "--raw-topic",
+        names.raw,
+        "--agg-topic",
+        names.agg,
+        "--consumer-group",
+        names.group,
+        "--state-dir",
+        str(tmp_path / "state"),
+        "--commit-interval",
+        "1",
+        env=env,
+    ) as proc:
         wait_until_caught_up(broker_address, names.group, names.raw, 90 + 3, scripts=[proc])
         assert proc.stop() == 0
     assert note in proc.output()
@@ -382,9 +450,17 @@ def test_processor_on_a_raw_topic_created_without_settings_exits_1_with_one_line
     # with none of the settings the scripts create it with.
     produce(broker.address, names.raw, [("Sensor1", b'{"ts": "2026-11-26T00:00:00Z"}')])
     result = run_script(
-        PROCESSOR, "--broker-address", broker.address, "--raw-topic", names.raw,
-        "--consumer-group", names.group, "--state-dir", str(tmp_path / "state"), timeout=60,
-    )  # fmt: skip
+        PROCESSOR,
+        "--broker-address",
+        broker.address,
+        "--raw-topic",
+        names.raw,
+        "--consumer-group",
+        names.group,
+        "--state-dir",
+        str(tmp_path / "state"),
+        timeout=60,
+    )
     assert result.returncode == 1
     error = assert_one_error_line_and_no_traceback(result.stderr)
     assert f"topic {names.raw} at {broker.address} has no retention.ms setting" in error
@@ -422,9 +498,10 @@ def test_processor_after_its_raw_topic_was_recreated_with_other_partitions_exits
 
 
 @pytest.mark.parametrize(
-    ("script", "flag"), [(PRODUCER, "--raw-topic"), (PROCESSOR, "--agg-topic")],
+    ("script", "flag"),
+    [(PRODUCER, "--raw-topic"), (PROCESSOR, "--agg-topic")],
     ids=["producer-raw-topic", "processor-agg-topic"],
-)  # fmt: skip
+)
 def test_a_topic_name_the_broker_refuses_exits_1_with_one_line(
     script: str, flag: str, broker: Broker, names, tmp_path: Path
 ) -> None:

@@ -20,14 +20,18 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import TopicNames
 from helpers import Script, create_topic, produce, read_to_end, reading, run_script, sink, table
-from sensor_lib.processes import find_free_port
+from sensor_lib.servers import find_free_port
 from test_reliability import encode_stream, model_of, processor, sensor_stream
 
 pytestmark = pytest.mark.integration
 
 STREAM = sensor_stream(sensors=4, seconds=60, per_second=2, seed=25)
-BAD = [("Sensor1", b"not json"), ("Sensor2", b'{"ts": "2026-11-26T00:00:01Z"}'),
-       (None, reading("2026-11-26T00:00:02Z", 1.0)), ("Sensor3", b"[1]")]  # fmt: skip
+BAD = [
+    ("Sensor1", b"not json"),
+    ("Sensor2", b'{"ts": "2026-11-26T00:00:01Z"}'),
+    (None, reading("2026-11-26T00:00:02Z", 1.0)),
+    ("Sensor3", b"[1]"),
+]
 BAD_REASONS = {"invalid-json": 1, "missing-value": 1, "no-key": 1, "not-an-object": 1}
 
 
@@ -83,8 +87,11 @@ def run(broker_address: str, postgres_url: str, tmp_path_factory: pytest.TempPat
             aggregating,
             timeout=90,
         )
-        stored = poll(lambda: caught_up(ports[1], "sensor_sink_aggregates_total", windows),
-                      storing, timeout=90)  # fmt: skip
+        stored = poll(
+            lambda: caught_up(ports[1], "sensor_sink_aggregates_total", windows),
+            storing,
+            timeout=90,
+        )
         result = Run(processed, stored, windows - 1, table(postgres_url, names.table), "")
         assert aggregating.stop() == 0
         assert storing.stop() == 0
@@ -106,8 +113,11 @@ def test_the_processor_counts_what_it_read_emitted_and_dead_lettered(run: Run) -
     model = model_of(STREAM)
     watermarks = sum(value is None for _, _, value in STREAM)
     readings = len(STREAM) - watermarks
-    dead = {dict(labels)["reason"]: value for (name, labels), value in run.processor.items()
-            if name == "sensor_processor_dead_letters_total"}  # fmt: skip
+    dead = {
+        dict(labels)["reason"]: value
+        for (name, labels), value in run.processor.items()
+        if name == "sensor_processor_dead_letters_total"
+    }
     assert dead == BAD_REASONS
     assert run.processor[("sensor_processor_messages_total", ())] == len(BAD) + len(STREAM)
     assert run.processor[("sensor_processor_readings_total", ())] == readings  # no keyless one
@@ -137,16 +147,32 @@ def test_the_producer_counts_what_it_sent_and_the_broker_confirmed(
     # 600 s of history at one reading per 20 s: 30 readings at once, a 31st live, then a
     # pause of 20 s in which the counts hold still.
     with Script(
-        "sensor_stream_producer.py", "--broker-address", broker_address, "--raw-topic", names.raw,
-        "--count", "0", "--rate", "0.05", "--backfill-seconds", "600", "--sensors", "3",
-        "--idle-watermark-seconds", "0", "--metrics-port", str(port),
-    ) as producing:  # fmt: skip
+        "sensor_stream_producer.py",
+        "--broker-address",
+        broker_address,
+        "--raw-topic",
+        names.raw,
+        "--count",
+        "0",
+        "--rate",
+        "0.05",
+        "--backfill-seconds",
+        "600",
+        "--sensors",
+        "3",
+        "--idle-watermark-seconds",
+        "0",
+        "--metrics-port",
+        str(port),
+    ) as producing:
         found = poll(
-            lambda: (s := scrape_if_up(port))
-            and s[("sensor_producer_readings_delivered_total", ())] == 31
-            and s,
+            lambda: (
+                (s := scrape_if_up(port))
+                and s[("sensor_producer_readings_delivered_total", ())] == 31
+                and s
+            ),
             producing,
-        )  # fmt: skip
+        )
         on_topic = len(read_to_end(broker_address, names.raw))
         assert producing.stop() == 0
     assert found[("sensor_producer_readings_total", ())] == on_topic == 31
@@ -176,13 +202,17 @@ def test_a_metrics_port_that_is_taken_is_one_line_naming_metrics_port(script: st
     assert "(METRICS_HOST:METRICS_PORT): Address already in use; set METRICS_PORT" in line
 
 
-def test_without_metrics_port_nothing_listens(broker_address: str, names: TopicNames,
-                                              tmp_path: Path) -> None:  # fmt: skip
+def test_without_metrics_port_nothing_listens(
+    broker_address: str, names: TopicNames, tmp_path: Path
+) -> None:
     create_topic(broker_address, names.raw)
     with processor(broker_address, names, tmp_path / "state") as aggregating:
         aggregating.wait_for_output("The application started")
-        listening = [c for c in psutil.Process(aggregating.process.pid).net_connections()
-                     if c.status == psutil.CONN_LISTEN]  # fmt: skip
+        listening = [
+            c
+            for c in psutil.Process(aggregating.process.pid).net_connections()
+            if c.status == psutil.CONN_LISTEN
+        ]
         assert aggregating.stop() == 0
     assert listening == []
     assert "Metrics at" not in aggregating.output()

@@ -25,7 +25,7 @@ from helpers import (
     wait_until_caught_up,
 )
 from reference_model import expected_windows
-from sensor_lib.processes import find_free_port
+from sensor_lib.servers import find_free_port
 
 pytestmark = pytest.mark.integration
 
@@ -58,13 +58,18 @@ def encode(readings: list[tuple[str, int, float]]) -> list[tuple[str, bytes]]:
 def start_processor(address: str, names: object, tmp_path: Path, *extra: str) -> Script:
     script = Script(
         "sensor_stream_processor.py",
-        "--broker-address", address,
-        "--raw-topic", names.raw,
-        "--agg-topic", names.agg,
-        "--consumer-group", names.group,
-        "--state-dir", str(tmp_path / "state"),
+        "--broker-address",
+        address,
+        "--raw-topic",
+        names.raw,
+        "--agg-topic",
+        names.agg,
+        "--consumer-group",
+        names.group,
+        "--state-dir",
+        str(tmp_path / "state"),
         *extra,
-    )  # fmt: skip
+    )
     script.wait_for_output("The application started", timeout=60)
     return script
 
@@ -164,8 +169,11 @@ def test_a_quiet_sensor_keeps_its_last_window_until_it_reports_again(
         )
         windows = as_windows(read_to_end(broker_address, names.agg))
         assert windows[("Sensor3", BASE_MS)]["temperature"] == {
-            "count": 2, "min": 5.0, "max": 7.0, "mean": 6.0,
-        }  # fmt: skip
+            "count": 2,
+            "min": 5.0,
+            "max": 7.0,
+            "mean": 6.0,
+        }
         assert processor.stop(signal.SIGINT) == 0
     assert "Traceback" not in processor.output()
 
@@ -204,8 +212,15 @@ def test_bad_input_is_skipped_with_a_warning_and_good_readings_still_count(
         assert windows == approx_means(model.windows)
         warnings = [line for line in processor.output().splitlines() if "WARNING" in line]
         assert len(warnings) == len(BAD_MESSAGES), "\n".join(warnings)
-        for reason in ("invalid-json", "not-an-object", "missing-ts", "bad-ts",
-                       "missing-value", "non-numeric-value", "no-key"):  # fmt: skip
+        for reason in (
+            "invalid-json",
+            "not-an-object",
+            "missing-ts",
+            "bad-ts",
+            "missing-value",
+            "non-numeric-value",
+            "no-key",
+        ):
             assert reason in processor.output()
         assert processor.process.poll() is None
         assert processor.stop() == 0
@@ -216,9 +231,19 @@ def test_producer_count_makes_exactly_that_many_well_formed_messages(
 ) -> None:
     result = run_script(
         "sensor_stream_producer.py",
-        "--broker-address", broker_address, "--raw-topic", names.raw,
-        "--count", "60", "--sensors", "4", "--rate", "0", "--seed", "3",
-    )  # fmt: skip
+        "--broker-address",
+        broker_address,
+        "--raw-topic",
+        names.raw,
+        "--count",
+        "60",
+        "--sensors",
+        "4",
+        "--rate",
+        "0",
+        "--seed",
+        "3",
+    )
     assert result.returncode == 0, result.stderr
     assert "Delivered 60 of 60 readings" in result.stderr
     records = read_to_end(broker_address, names.raw)
@@ -254,9 +279,17 @@ def test_producer_processor_and_sink_together_store_exactly_the_expected_windows
     ):
         producer = run_script(
             "sensor_stream_producer.py",
-            "--broker-address", broker_address, "--raw-topic", names.raw,
-            "--count", "150", "--sensors", "3", "--rate", "50",
-        )  # fmt: skip
+            "--broker-address",
+            broker_address,
+            "--raw-topic",
+            names.raw,
+            "--count",
+            "150",
+            "--sensors",
+            "3",
+            "--rate",
+            "50",
+        )
         assert producer.returncode == 0, producer.stderr
         raw = read_to_end(broker_address, names.raw)
         assert len(raw) == 150 + 3  # and a watermark per sensor when the producer stopped
@@ -269,8 +302,9 @@ def test_producer_processor_and_sink_together_store_exactly_the_expected_windows
         windows = as_windows(read_to_end(broker_address, names.agg))
         assert windows == approx_means(model.windows)
         assert processor.output().count("INFO sensor_stream_processor: Sensor") == len(windows)
-        wait_until_caught_up(broker_address, names.sink_group, names.agg, len(windows),
-                             scripts=[storing])  # fmt: skip
+        wait_until_caught_up(
+            broker_address, names.sink_group, names.agg, len(windows), scripts=[storing]
+        )
         assert table(postgres_url, names.table) == approx_means(model.windows)  # one row each
         assert processor.stop() == 0
         assert storing.stop() == 0
@@ -287,7 +321,10 @@ def test_missing_broker_is_one_clear_line(script: str) -> None:
     assert len(errors) == 1, result.stderr
     assert address in errors[0]
     # Issue 9, item 4: what fits each setup, all on that one line.
-    for way in ("`docker compose up -d` (Redpanda", "`make broker` (embedded, no Docker)",
-                "`make kafka` (Apache Kafka"):  # fmt: skip
+    for way in (
+        "`docker compose up -d` (Redpanda",
+        "`make broker` (embedded, no Docker)",
+        "`make kafka` (Apache Kafka",
+    ):
         assert way in errors[0]
     assert "Traceback" not in result.stderr

@@ -24,15 +24,17 @@ REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.integration  # each test runs a block in a process of its own
 
 BENCHMARK = """
-with processes.exit_when_stopped("stopped; cleaned up"):
-    try:
-        {body}
-    finally:
-        print("block unwound", flush=True)
+def main():
+    with exit_when_stopped("stopped; cleaned up"):
+        try:
+            {body}
+        finally:
+            print("block unwound", flush=True)
+sys.exit(exit_status(main, logging.getLogger("benchmark")))
 """
 SCRIPT = """
 try:
-    with processes.StopSignals.install().interrupting():
+    with StopSignals.install().interrupting():
         {body}
 except KeyboardInterrupt:
     print("Stopped", flush=True)
@@ -57,8 +59,13 @@ DROPPED = in_a_del(SIGNAL)
 
 
 def run_block(block: str, body: str, **fields: object) -> subprocess.CompletedProcess[str]:
-    code = "import os, signal, sys, time\nfrom sensor_lib import kafka_io, processes, settings\n"
-    code += block.format(body=textwrap.indent(body.format(**fields), " " * 8).strip())
+    code = "import logging, os, signal, sys, time\nfrom sensor_lib import settings\n"
+    code += "from sensor_lib.broker import wait_for_broker\n"
+    code += "from sensor_lib.children import start_child\n"
+    code += "from sensor_lib.errors import exit_status\n"
+    code += "from sensor_lib.stop_signals import StopSignals, exit_when_stopped\n"
+    indent = " " * (12 if block is BENCHMARK else 8)
+    code += block.format(body=textwrap.indent(body.format(**fields), indent).strip())
     return subprocess.run(
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=30
     )
@@ -84,12 +91,18 @@ STOPPED_SCRIPT = (0, "Stopped\n", "")
         (SCRIPT, DROPPED.format("SIGINT"), STOPPED_SCRIPT),
     ],
     ids=[
-        "benchmark-sigterm", "benchmark-sighup", "benchmark-sigterm-turned-into-a-type-error",
-        "benchmark-sigterm-swallowed", "benchmark-sigterm-dropped",
-        "script-ctrl-c", "script-sigterm", "script-ctrl-c-turned-into-a-type-error",
-        "script-sigterm-swallowed", "script-ctrl-c-dropped",
+        "benchmark-sigterm",
+        "benchmark-sighup",
+        "benchmark-sigterm-turned-into-a-type-error",
+        "benchmark-sigterm-swallowed",
+        "benchmark-sigterm-dropped",
+        "script-ctrl-c",
+        "script-sigterm",
+        "script-ctrl-c-turned-into-a-type-error",
+        "script-sigterm-swallowed",
+        "script-ctrl-c-dropped",
     ],
-)  # fmt: skip
+)
 def test_a_stop_signal_stops_the_block_whatever_it_was_doing(
     block: str, body: str, outcome: tuple[int, str, str]
 ) -> None:
@@ -119,7 +132,7 @@ def test_waiting_for_the_broker_stops_even_when_the_interrupt_was_swallowed() ->
             SWALLOWED.format("SIGINT")
             + """
 broker = settings.BrokerSettings(broker_address="127.0.0.1:{port}")
-kafka_io.wait_for_broker(broker, 120)
+wait_for_broker(broker, 120)
 print("the broker answered", flush=True)"""
         )
         done = run_block(SCRIPT, body, port=silent.getsockname()[1])
@@ -131,7 +144,7 @@ def test_starting_a_child_runs_no_python_here_while_it_forks() -> None:
     # processor: Python printed that KeyboardInterrupt's traceback ("Exception ignored
     # in") and dropped it. With no at-fork handler run, such a signal cannot land there.
     body = """os.register_at_fork(after_in_parent=lambda: os.kill(os.getpid(), signal.SIGTERM))
-print("the child exited with", processes.start_child(["true"]).wait(), flush=True)"""
+print("the child exited with", start_child(["true"]).wait(), flush=True)"""
     done = run_block(BENCHMARK, body)
     assert (done.returncode, done.stdout, done.stderr) == (
         0,
@@ -141,7 +154,7 @@ print("the child exited with", processes.start_child(["true"]).wait(), flush=Tru
 
 
 def test_a_child_started_here_is_stopped_when_we_are_killed() -> None:
-    body = """child = processes.start_child(["sleep", "60"])
+    body = """child = start_child(["sleep", "60"])
 while not open(f"/proc/{{child.pid}}/cmdline").read().startswith("sleep"):  # it has begun
     time.sleep(0.01)
 print(child.pid, flush=True)

@@ -13,8 +13,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from sensor_lib.kafka_io import DeliveryReport
 from sensor_lib.metrics import producer_metrics
+from sensor_lib.producing import DeliveryReport
 from sensor_lib.progress import ProgressLine, make_progress
 from sensor_stream_producer import MAX_DRIFT, generate_readings, make_reading, make_sensors
 
@@ -22,8 +22,14 @@ from sensor_stream_producer import MAX_DRIFT, generate_readings, make_reading, m
 def test_sensors_are_named_and_visited_in_turn() -> None:
     first = list(itertools.islice(generate_readings(3, random.Random(1)), 7))
     assert [sensor for sensor, _ in first] == [
-        "Sensor1", "Sensor2", "Sensor3", "Sensor1", "Sensor2", "Sensor3", "Sensor1",
-    ]  # fmt: skip
+        "Sensor1",
+        "Sensor2",
+        "Sensor3",
+        "Sensor1",
+        "Sensor2",
+        "Sensor3",
+        "Sensor1",
+    ]
 
 
 def test_same_seed_same_stream() -> None:

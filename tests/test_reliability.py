@@ -29,7 +29,7 @@ from helpers import (
 )
 from reference_model import Expected, expected_windows
 from sensor_lib.embedded_broker import EmbeddedBroker
-from sensor_lib.processes import ServerProcess, find_free_port
+from sensor_lib.servers import ServerProcess, find_free_port
 from test_pipeline import BASE_MS, GRACE_MS, WINDOW_MS, approx_means, as_windows, iso
 
 pytestmark = pytest.mark.integration
@@ -72,14 +72,20 @@ def model_of(stream: Stream) -> Expected:
 def processor(address: str, names, state_dir: Path, *extra: str) -> Script:
     return Script(
         "sensor_stream_processor.py",
-        "--broker-address", address,
-        "--raw-topic", names.raw,
-        "--agg-topic", names.agg,
-        "--consumer-group", names.group,
-        "--state-dir", str(state_dir),
-        "--commit-interval", "1",
+        "--broker-address",
+        address,
+        "--raw-topic",
+        names.raw,
+        "--agg-topic",
+        names.agg,
+        "--consumer-group",
+        names.group,
+        "--state-dir",
+        str(state_dir),
+        "--commit-interval",
+        "1",
         *extra,
-    )  # fmt: skip
+    )
 
 
 def windows_allowing_identical_repeats(records: list[Record]) -> dict:
@@ -212,10 +218,21 @@ def test_stopping_the_producer_closes_every_window_including_the_last(
 ) -> None:
     result = run_script(
         "sensor_stream_producer.py",
-        "--broker-address", broker_address, "--raw-topic", names.raw,
-        "--count", "400", "--sensors", "4", "--rate", "0", "--backfill-seconds", "45",
-        "--seed", "9",
-    )  # fmt: skip
+        "--broker-address",
+        broker_address,
+        "--raw-topic",
+        names.raw,
+        "--count",
+        "400",
+        "--sensors",
+        "4",
+        "--rate",
+        "0",
+        "--backfill-seconds",
+        "45",
+        "--seed",
+        "9",
+    )
     assert result.returncode == 0, result.stderr
     raw = read_to_end(broker_address, names.raw)
     model = expected_windows(
@@ -408,10 +425,19 @@ def count_aggregates(script: Script) -> int:
 def start_producer(address: str, names, *extra: str) -> Script:
     return Script(
         "sensor_stream_producer.py",
-        "--broker-address", address, "--raw-topic", names.raw,
-        "--count", "0", "--rate", "50", "--sensors", "2", "--quiet",
+        "--broker-address",
+        address,
+        "--raw-topic",
+        names.raw,
+        "--count",
+        "0",
+        "--rate",
+        "50",
+        "--sensors",
+        "2",
+        "--quiet",
         *extra,
-    )  # fmt: skip
+    )
 
 
 def readings_on(address: str, topic: str, at_least: int, since_ms: float = 0) -> list[Record]:
@@ -502,9 +528,17 @@ def test_a_broker_that_requires_login_refuses_wrong_credentials(
         else:
             address = stack.enter_context(EmbeddedBroker(extra_args=["--authentication"])).address
         refused = stack.enter_context(
-            Script(script, "--broker-address", address, "--raw-topic", names.raw,
-                   "--broker-timeout", "3", env=sasl_env("SCRAM-SHA-256", "wrong-" + SECRET))
-        )  # fmt: skip
+            Script(
+                script,
+                "--broker-address",
+                address,
+                "--raw-topic",
+                names.raw,
+                "--broker-timeout",
+                "3",
+                env=sasl_env("SCRAM-SHA-256", "wrong-" + SECRET),
+            )
+        )
         assert refused.wait(timeout=30) == 1
     errors = [line for line in refused.output().splitlines() if " ERROR " in line]
     assert len(errors) == 1, refused.output()
@@ -527,18 +561,36 @@ def test_the_right_scram_credentials_carry_readings_to_aggregates(
     env = sasl_env(mechanism, SECRET)
     common = ["--broker-address", broker.sasl_address, "--raw-topic", names.raw]
     produced = run_script(
-        "sensor_stream_producer.py", *common, "--count", "60", "--sensors", "3", "--rate", "0",
-        "--backfill-seconds", "30", "--seed", "4", env=env,
-    )  # fmt: skip
+        "sensor_stream_producer.py",
+        *common,
+        "--count",
+        "60",
+        "--sensors",
+        "3",
+        "--rate",
+        "0",
+        "--backfill-seconds",
+        "30",
+        "--seed",
+        "4",
+        env=env,
+    )
     assert produced.returncode == 0, produced.stderr
     raw = read_to_end(broker.address, names.raw)  # read back over the plain listener
     model = expected_windows(
         [(r.key, r.timestamp_ms, r.json().get("value")) for r in raw], WINDOW_MS, GRACE_MS
     )
     with Script(
-        "sensor_stream_processor.py", *common, "--agg-topic", names.agg,
-        "--consumer-group", names.group, "--state-dir", str(tmp_path), env=env,
-    ) as proc:  # fmt: skip
+        "sensor_stream_processor.py",
+        *common,
+        "--agg-topic",
+        names.agg,
+        "--consumer-group",
+        names.group,
+        "--state-dir",
+        str(tmp_path),
+        env=env,
+    ) as proc:
         wait_until_caught_up(broker.address, names.group, names.raw, len(raw), scripts=[proc])
         windows = as_windows(read_to_end(broker.address, names.agg))
         assert proc.stop() == 0
@@ -555,10 +607,21 @@ def test_the_password_never_reaches_the_log(broker_address: str, names, tmp_path
     )
     env = {"BROKER_SASL_PASSWORD": SECRET, "BROKER_SASL_USERNAME": "sensor-app"}
     with Script(
-        "sensor_stream_processor.py", "--broker-address", broker_address,
-        "--raw-topic", names.raw, "--agg-topic", names.agg, "--consumer-group", names.group,
-        "--state-dir", str(tmp_path), "--log-level", "DEBUG", env=env,
-    ) as proc:  # fmt: skip
+        "sensor_stream_processor.py",
+        "--broker-address",
+        broker_address,
+        "--raw-topic",
+        names.raw,
+        "--agg-topic",
+        names.agg,
+        "--consumer-group",
+        names.group,
+        "--state-dir",
+        str(tmp_path),
+        "--log-level",
+        "DEBUG",
+        env=env,
+    ) as proc:
         wait_until_caught_up(broker_address, names.group, names.raw, 2, scripts=[proc])
         assert proc.stop() == 0
     assert "Sensor1 [" in proc.output()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from helpers import run_script
+from sensor_lib.errors import UsageError
 from sensor_lib.settings import load_settings
 from sensor_stream_processor import ProcessorSettings
 from sensor_stream_producer import ProducerSettings
@@ -15,11 +16,15 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
     args = load_settings(ProcessorSettings, [])
     assert (args.broker_address, args.raw_topic, args.agg_topic) == (
-        "localhost:19092", "raw-temperature", "agg-temperature",
-    )  # fmt: skip
+        "localhost:19092",
+        "raw-temperature",
+        "agg-temperature",
+    )
     assert (args.consumer_group, args.window_seconds, args.grace_seconds) == (
-        "quix-stream-processor", 10, 1,
-    )  # fmt: skip
+        "quix-stream-processor",
+        10,
+        1,
+    )
     assert (args.auto_offset_reset, str(args.state_dir)) == ("earliest", "state")
 
 
@@ -34,21 +39,26 @@ def test_environment_overrides_default_and_flag_overrides_environment(
     assert (args.raw_topic, args.count) == ("from-flag", 7)
 
 
-@pytest.mark.parametrize(
-    "argv",
-    [["--count", "-1"], ["--sensors", "0"], ["--rate", "fast"], ["--no-such-flag"], ["--count"]],
-)
-def test_bad_producer_flags_are_usage_errors(argv: list[str]) -> None:
-    with pytest.raises(SystemExit) as info:
+@pytest.mark.parametrize("argv", [["--count", "-1"], ["--sensors", "0"], ["--rate", "fast"]])
+def test_a_bad_value_is_a_usage_error(argv: list[str]) -> None:
+    with pytest.raises(UsageError, match=f"^{argv[0]} "):
         load_settings(ProducerSettings, argv)
-    assert info.value.code == 2
+
+
+@pytest.mark.parametrize("argv", [["--no-such-flag"], ["--count"]])
+def test_an_unknown_or_incomplete_flag_is_argparses_usage_error(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        load_settings(ProducerSettings, argv)
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.startswith("usage: ")
 
 
 def test_bad_environment_value_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WINDOW_SECONDS", "ten")
-    with pytest.raises(SystemExit) as info:
+    with pytest.raises(UsageError, match=r"^--window-seconds \(WINDOW_SECONDS\): "):
         load_settings(ProcessorSettings, [])
-    assert info.value.code == 2
 
 
 def test_security_settings_reach_the_connection(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -77,16 +77,16 @@ def test_a_crashed_sink_and_a_replayed_topic_leave_exactly_one_row_per_window(
         finish_pipeline(broker_address, names, aggregating, total)
         windows = len(read_to_end(broker_address, names.agg))
         with sink(broker_address, names, postgres_url) as second:
-            wait_until_caught_up(broker_address, names.sink_group, names.agg, windows,
-                                 scripts=[second])  # fmt: skip
+            wait_until_caught_up(
+                broker_address, names.sink_group, names.agg, windows, scripts=[second]
+            )
             assert second.stop() == 0
         assert aggregating.stop() == 0
     assert table(postgres_url, names.table) == approx_means(MODEL.windows)
     # Replay: the group goes back to the start of the topic; every row is written again.
     reset_to_start(broker_address, names.sink_group, names.agg)
     with sink(broker_address, names, postgres_url) as replay:
-        wait_until_caught_up(broker_address, names.sink_group, names.agg, windows,
-                             scripts=[replay])  # fmt: skip
+        wait_until_caught_up(broker_address, names.sink_group, names.agg, windows, scripts=[replay])
         assert replay.stop() == 0
     assert f"rows written={windows}" in replay.output()  # upserted, every one of them
     assert table(postgres_url, names.table) == approx_means(MODEL.windows)
@@ -117,8 +117,9 @@ def test_a_database_away_for_10s_mid_stream_loses_no_row(
         time.sleep(max(0.0, away + 10 - time.monotonic()))  # away for 10 s
         database.start()
         windows = len(read_to_end(broker_address, names.agg))
-        wait_until_caught_up(broker_address, names.sink_group, names.agg, windows,
-                             scripts=[storing])  # fmt: skip
+        wait_until_caught_up(
+            broker_address, names.sink_group, names.agg, windows, scripts=[storing]
+        )
         assert storing.stop() == 0
         assert aggregating.stop() == 0
     assert table(database.url, names.table) == approx_means(MODEL.windows)
@@ -140,11 +141,14 @@ def test_a_message_that_is_no_aggregate_is_dead_lettered_with_its_reason(
         wait_until_caught_up(broker_address, names.sink_group, names.agg, 4, scripts=[storing])
         assert storing.stop() == 0
     dead = read_to_end(broker_address, f"{names.agg}-dlq")
-    assert sorted(((r.key, r.value, r.headers["error"]) for r in dead), key=str) == sorted([
-        ("Sensor1", b"not json", b"invalid-json"),
-        (None, good, b"no-key"),
-        ("Sensor2", empty, b"bad-count"),
-    ], key=str)  # fmt: skip
+    assert sorted(((r.key, r.value, r.headers["error"]) for r in dead), key=str) == sorted(
+        [
+            ("Sensor1", b"not json", b"invalid-json"),
+            (None, good, b"no-key"),
+            ("Sensor2", empty, b"bad-count"),
+        ],
+        key=str,
+    )
     assert list(table(postgres_url, names.table)) == [("Sensor1", 0)]
     assert "dead-lettered bad-count=1, dead-lettered invalid-json=1, dead-lettered no-key=1" in (
         storing.output()
@@ -159,9 +163,13 @@ def test_a_database_that_refuses_or_is_not_there_is_one_line_naming_postgres_url
     if problem == "no-database":
         url = "postgresql://sensor:not-the-password@127.0.0.1:9/sensors"  # nothing listens on 9
     result = run_script(
-        "sensor_stream_sink.py", "--broker-address", broker_address, "--agg-topic", names.agg,
+        "sensor_stream_sink.py",
+        "--broker-address",
+        broker_address,
+        "--agg-topic",
+        names.agg,
         env={"POSTGRES_URL": url},
-    )  # fmt: skip
+    )
     assert result.returncode == 1, result.stderr
     (error,) = [line for line in result.stderr.splitlines() if " ERROR " in line]
     where = url.replace(":not-the-password@", ":***@")

@@ -9,9 +9,9 @@ from types import SimpleNamespace
 import pytest
 from quixstreams.models import SerializationContext
 
+from sensor_lib.application import stop_on_processing_error
 from sensor_lib.dead_letters import DeadLetterError
 from sensor_lib.event_time import parse_iso_ms
-from sensor_lib.quix_app import stop_on_processing_error
 from sensor_stream_processor import (
     Counters,
     InvalidReading,

@@ -27,7 +27,8 @@ from conftest import crash
 from helpers import Script, create_topic, produce, run_script
 from sensor_lib.aggregates import Aggregate, InvalidAggregate, parse_aggregate
 from sensor_lib.embedded_broker import EmbeddedBroker
-from sensor_lib.processes import ServerProcess, find_free_port
+from sensor_lib.errors import UsageError
+from sensor_lib.servers import ServerProcess, find_free_port
 from sensor_lib.settings import load_settings
 from sensor_stream_viewer import (
     SensorBoard,
@@ -287,13 +288,10 @@ def test_settings_come_from_flags_over_environment_over_defaults(
         (["--duration", "-1"], "--duration (DURATION): Input should be greater than or equal to 0"),
     ],
 )
-def test_a_bad_setting_is_a_one_line_usage_error(
-    flags: list[str], error: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    with pytest.raises(SystemExit) as exited:
+def test_a_bad_setting_is_a_one_line_usage_error(flags: list[str], error: str) -> None:
+    with pytest.raises(UsageError) as refused:
         load_settings(ViewerSettings, flags)
-    assert exited.value.code == 2
-    (line,) = capsys.readouterr().err.splitlines()
+    (line,) = str(refused.value).splitlines()
     assert error in line
 
 
@@ -345,12 +343,20 @@ def test_plain_mode_stops_quietly_when_the_reader_goes_away(
     create_topic(broker_address, names.agg)
     produce(broker_address, names.agg, RECORDED * 50)
     viewer = subprocess.Popen(
-        [sys.executable, "sensor_stream_viewer.py", "--broker-address", broker_address,
-         "--agg-topic", names.agg, "--duration", "20"],
+        [
+            sys.executable,
+            "sensor_stream_viewer.py",
+            "--broker-address",
+            broker_address,
+            "--agg-topic",
+            names.agg,
+            "--duration",
+            "20",
+        ],
         cwd=Path(__file__).resolve().parent.parent,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-    )  # fmt: skip
+    )
     assert viewer.stdout is not None
     assert viewer.stderr is not None
     assert viewer.stdout.readline().startswith(b"Sensor1 05:08:00-05:08:10")
@@ -382,8 +388,11 @@ def test_viewer_reads_the_topic_to_its_end_before_it_exits_on_sigterm(
         viewer.wait_for_output("Sensor1 05:08:00-05:08:10 count=8", timeout=30)
         # The last windows arrive just before the stop, as in `make demo`: many
         # per record batch, whose tail the embedded broker's high watermark hides.
-        last = [(f"Sensor{n}".encode(), aggregate_message(s, 9, 20.0, 21.0, 22.0))
-                for s in range(10, 3010, 10) for n in (1, 2, 3)]  # fmt: skip
+        last = [
+            (f"Sensor{n}".encode(), aggregate_message(s, 9, 20.0, 21.0, 22.0))
+            for s in range(10, 3010, 10)
+            for n in (1, 2, 3)
+        ]
         produce(broker_address, names.agg, last)
         assert viewer.stop() == 0
         lines = [line for line in viewer.output().splitlines() if " count=" in line]
@@ -397,12 +406,20 @@ def test_live_table_in_a_terminal(broker_address: str, names: Any) -> None:
     produce(broker_address, names.agg, RECORDED)
     terminal, viewer_end = pty.openpty()
     viewer = subprocess.Popen(
-        [sys.executable, "sensor_stream_viewer.py", "--broker-address", broker_address,
-         "--agg-topic", names.agg, "--duration", "3"],
+        [
+            sys.executable,
+            "sensor_stream_viewer.py",
+            "--broker-address",
+            broker_address,
+            "--agg-topic",
+            names.agg,
+            "--duration",
+            "3",
+        ],
         cwd=Path(__file__).resolve().parent.parent,
         stdout=viewer_end,
         stderr=subprocess.PIPE,
-    )  # fmt: skip
+    )
     os.close(viewer_end)
     screen = b""
     with contextlib.suppress(OSError):  # EIO once the viewer has exited
@@ -431,8 +448,9 @@ def test_a_lost_broker_is_one_line_and_a_stop_still_exits_0(
     with start_broker(port) as broker:
         create_topic(address, names.agg)
         produce(address, names.agg, RECORDED[:1])
-        with Script("sensor_stream_viewer.py", "--broker-address", address,
-                    "--agg-topic", names.agg) as viewer:  # fmt: skip
+        with Script(
+            "sensor_stream_viewer.py", "--broker-address", address, "--agg-topic", names.agg
+        ) as viewer:
             viewer.wait_for_output("Sensor1 05:08:00-05:08:10 count=8", timeout=30)
             broker.stop()
             viewer.wait_for_output(f"Lost the broker at {address}", timeout=30)
@@ -455,8 +473,9 @@ def test_a_viewer_waiting_for_its_topic_waits_on_through_a_broker_outage(names: 
     address = f"127.0.0.1:{port}"
     broker = EmbeddedBroker(port).start()
     try:
-        with Script("sensor_stream_viewer.py", "--broker-address", address,
-                    "--agg-topic", names.agg) as viewer:  # fmt: skip
+        with Script(
+            "sensor_stream_viewer.py", "--broker-address", address, "--agg-topic", names.agg
+        ) as viewer:
             viewer.wait_for_output(f"Waiting for topic {names.agg}", timeout=30)
             broker.stop()
             viewer.wait_for_output(f"Lost the broker at {address}", timeout=30)
@@ -483,8 +502,9 @@ def test_the_viewer_goes_on_showing_windows_once_the_broker_is_back(
     address = broker_to_crash.address
     create_topic(address, names.agg)
     produce(address, names.agg, RECORDED[:1])
-    with Script("sensor_stream_viewer.py", "--broker-address", address,
-                "--agg-topic", names.agg) as viewer:  # fmt: skip
+    with Script(
+        "sensor_stream_viewer.py", "--broker-address", address, "--agg-topic", names.agg
+    ) as viewer:
         viewer.wait_for_output("Sensor1 05:08:00-05:08:10 count=8", timeout=30)
         crash(broker_to_crash)
         viewer.wait_for_output(f"Lost the broker at {address}", timeout=30)

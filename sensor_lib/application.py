@@ -1,0 +1,66 @@
+"""The Application settings every Quix Streams script here shares, beyond the ones it names.
+
+A script builds `Application(broker_address=..., consumer_group=..., ...)` itself,
+with the arguments a Quix user knows, and adds `**quix_defaults(settings, lag)`:
+consumer tuning, the state store's serializer, and error callbacks that leave the
+report to the exit policy (sensor_lib/errors.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from quixstreams.error_callbacks import default_on_processing_error
+from quixstreams.state.rocksdb import RocksDBOptions
+
+from sensor_lib.dead_letters import DeadLetterError
+from sensor_lib.metrics import ConsumerLag
+from sensor_lib.settings import QuixAppSettings
+
+# A 6 s session keeps group joins and failover quick on any broker. A fetch waits at
+# most 50 ms: some brokers (the embedded one) hold it that long even when messages
+# are there, and librdkafka's default 500 ms would then be most of a window's latency.
+CONSUMER_DEFAULTS = {
+    "session.timeout.ms": 6000,
+    "heartbeat.interval.ms": 1500,
+    "fetch.wait.max.ms": 50,
+}
+
+# The window store serializes its state on every read and write. Quix Streams' default
+# wraps orjson in a Python function; orjson's own functions write the same bytes for
+# the numbers a window holds, without that call per reading.
+STATE_OPTIONS = RocksDBOptions(dumps=orjson.dumps, loads=orjson.loads)
+
+
+def quix_defaults(settings: QuixAppSettings, lag: ConsumerLag) -> dict[str, Any]:
+    """Application arguments for what a script does not spell out itself."""
+    lag_statistics = lag.config() if settings.metrics_port else {}
+    return {
+        "rocksdb_options": STATE_OPTIONS,
+        "on_consumer_error": stop_on_consumer_error,
+        "on_processing_error": stop_on_processing_error,
+        "consumer_extra_config": {
+            **CONSUMER_DEFAULTS,
+            **settings.consumer_config,
+            **lag_statistics,
+        },
+        "producer_extra_config": settings.producer_config,
+        "broker_availability_timeout": settings.broker_outage_timeout,
+        "loglevel": None,  # our log format, set up by the script
+    }
+
+
+def stop_on_consumer_error(exc: Exception, message: Any, quix_logger: logging.Logger) -> bool:
+    """Stop the app (a bad message never raises: this is the broker or the state),
+    without Quix Streams' traceback: the exit policy says what it knows in one line."""
+    return False
+
+
+def stop_on_processing_error(exc: Exception, row: Any, quix_logger: logging.Logger) -> bool:
+    """Stop the app; a dead letter that could not be written without Quix Streams'
+    traceback (its error is the one line), anything else with Quix Streams' report."""
+    if isinstance(exc, DeadLetterError):
+        return False
+    return default_on_processing_error(exc, row, quix_logger)
