@@ -30,6 +30,7 @@ from quixstreams.models import Deserializer, SerializationContext, TimestampType
 
 from sensor_lib import metrics
 from sensor_lib.application import quix_defaults
+from sensor_lib.changelogs import replicate_changelogs
 from sensor_lib.dead_letters import DeadLetterSink, current
 from sensor_lib.errors import exit_status
 from sensor_lib.event_time import format_ms, parse_iso_ms
@@ -39,7 +40,7 @@ from sensor_lib.readings import InvalidReading, Reading, parse_reading
 from sensor_lib.rejoin import rejoining
 from sensor_lib.settings import QuixAppSettings, RawTopicSettings, load_settings
 from sensor_lib.summary import summary_line
-from sensor_lib.topics import TOPIC_RETENTION
+from sensor_lib.topics import topic_config
 
 logger = logging.getLogger("sensor_stream_processor")
 
@@ -240,7 +241,9 @@ def build_pipeline(
     app: Application, settings: ProcessorSettings, counters: Counters, dead: DeadLetters
 ) -> StreamingDataFrame:
     """Raw topic -> tumbling window reduce per sensor -> aggregate topic."""
-    config = TopicConfig(settings.partitions, 1, extra_config=dict(TOPIC_RETENTION))
+    config = TopicConfig(
+        settings.partitions, settings.replication_factor, extra_config=topic_config(settings)
+    )
     raw = app.topic(
         settings.raw_topic,
         key_deserializer="bytes",  # sensor ids stay bytes: no decoding per reading
@@ -271,7 +274,8 @@ def main(argv: list[str] | None = None) -> None:
     with running(  # checks first, then a summary; one line per known failure (sensor_lib)
         settings,
         logger,
-        topics=[settings.raw_topic, settings.dlq_topic, settings.agg_topic],
+        topics=[settings.raw_topic, settings.agg_topic],
+        dead_letter_topics=[settings.dlq_topic],
         source=settings.raw_topic,
         summary=lambda: counters.summary(dead.sink),
         metrics=metrics.processor_metrics(counters, dead.sink, current, lag),
@@ -297,6 +301,7 @@ def main(argv: list[str] | None = None) -> None:
                     **quix_defaults(settings, lag),
                 )
                 build_pipeline(app, settings, counters, dead)
+                replicate_changelogs(settings)  # Quix Streams copies only their retention
                 app.run()
 
 

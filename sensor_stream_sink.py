@@ -117,7 +117,8 @@ def main(argv: list[str] | None = None) -> None:
     with running(  # checks first, then a summary; one line per known failure (sensor_lib)
         settings,
         logger,
-        topics=[settings.agg_topic, settings.dlq_topic],
+        topics=[settings.agg_topic],
+        dead_letter_topics=[settings.dlq_topic],
         source=settings.agg_topic,
         stateful=False,
         checks=[lambda: prepare_table(url, settings.sink_table)],

@@ -8,7 +8,9 @@ report to the exit policy (sensor_lib/errors.py).
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import socket
 from typing import Any
 
 import orjson
@@ -46,10 +48,23 @@ def quix_defaults(settings: QuixAppSettings, lag: ConsumerLag) -> dict[str, Any]
             **settings.consumer_config,
             **lag_statistics,
         },
-        "producer_extra_config": settings.producer_config,
+        "producer_extra_config": {**transactional_id(settings), **settings.producer_config},
         "broker_availability_timeout": settings.broker_outage_timeout,
         "loglevel": None,  # our log format, set up by the script
     }
+
+
+def transactional_id(settings: QuixAppSettings) -> dict[str, str]:
+    """With exactly-once, a transactional.id that stays the same across restarts of this
+    instance (INSTANCE_ID, else the host and the state folder), so a restarted script
+    fences its predecessor's open transaction at once: readers that read committed
+    messages only (the sink, the viewer) then need not wait out transaction.timeout.ms.
+    Two instances never share one: each has its own state folder or INSTANCE_ID."""
+    if settings.processing_guarantee != "exactly-once":
+        return {}
+    folder = hashlib.sha256(str(settings.state_dir.resolve()).encode()).hexdigest()[:12]
+    instance = settings.instance_id or f"{socket.gethostname()}-{folder}"
+    return {"transactional.id": f"{settings.consumer_group}-{instance}"}
 
 
 def stop_on_consumer_error(exc: Exception, message: Any, quix_logger: logging.Logger) -> bool:

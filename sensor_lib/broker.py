@@ -18,7 +18,7 @@ from sensor_lib.logs import BrokerOutageLog, configure_logging, silent_logger
 from sensor_lib.polling import Deadline
 from sensor_lib.settings import BrokerSettings, TopicSettings
 from sensor_lib.stop_signals import StopSignals, raise_if_stopped
-from sensor_lib.topics import ensure_topic
+from sensor_lib.topics import ensure_topic, resolve_replication
 
 HOW_TO_START_A_BROKER = (
     "start one with `docker compose up -d` (Redpanda, needs Docker), `make broker` "
@@ -70,9 +70,13 @@ def start_up(
     before: str,
     topics: Sequence[str] = (),
     log_level: str | None = "INFO",
+    *,
+    dead_letter_topics: Sequence[str] = (),
 ) -> StopSignals:
     """A script's start: its logging (unless `log_level` is None: set up already), then
-    wait for the broker and create `topics` (with the settings' PARTITIONS) where missing.
+    wait for the broker, and create `topics` and `dead_letter_topics` where missing, or
+    check them where they exist (sensor_lib/topics.py). The replication settings left to
+    their defaults are filled in from the cluster's size here.
 
     A stop meanwhile raises StoppedEarly("Stopped before <before>"); no broker, or a topic
     it refuses, raises their CannotRun. Returns the stop signals, for the rest of the run.
@@ -83,9 +87,12 @@ def start_up(
     try:
         with stop.interrupting():  # stop at once, whatever the client is waiting for
             wait_for_broker(settings, settings.broker_timeout)
+            if isinstance(settings, TopicSettings):
+                resolve_replication(settings, settings.broker_timeout)
             for topic in topics:
-                partitions = settings.partitions if isinstance(settings, TopicSettings) else 1
-                ensure_topic(settings, topic, partitions, settings.broker_timeout)
+                ensure_topic(settings, topic)
+            for topic in dead_letter_topics:
+                ensure_topic(settings, topic, dead_letters=True)
     except KeyboardInterrupt:
         raise StoppedEarly(f"Stopped before {before}") from None
     return stop

@@ -9,6 +9,7 @@ message before it polls the next, so every later step sees the message it handle
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from typing import Any
 
@@ -17,7 +18,8 @@ from quixstreams import message_context
 
 from sensor_lib.errors import CannotRun
 from sensor_lib.logs import client_logging
-from sensor_lib.settings import BrokerSettings
+from sensor_lib.polling import Deadline
+from sensor_lib.settings import QuixAppSettings
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +49,11 @@ class DeadLetterSink:
     dead letter is safe. `counts` holds the dead letters written, by reason.
     """
 
-    def __init__(self, broker: BrokerSettings, topic: str) -> None:
-        self.broker, self.topic = broker, topic
+    def __init__(self, settings: QuixAppSettings, topic: str) -> None:
+        self.broker, self.topic = settings, topic
+        # A dead letter waits for a broker that is away as long as the rest of the script
+        # does (BROKER_OUTAGE_TIMEOUT; 0: for ever).
+        self.patience = settings.broker_outage_timeout or math.inf
         self.counts: Counter[str] = Counter()
         self._producer: Producer | None = None  # made at the first dead letter
 
@@ -74,7 +79,10 @@ class DeadLetterSink:
         )
         if self._producer is None:
             config = {**self.broker.librdkafka_config(), **client_logging()}
-            self._producer = Producer({**config, "enable.idempotence": True})
+            timeout_ms = 0 if math.isinf(self.patience) else int(self.patience * 1000)
+            self._producer = Producer(
+                {**config, "enable.idempotence": True, "message.timeout.ms": timeout_ms}
+            )
         failures: list[KafkaError] = []
         kept = [(k, v) for k, v in (headers or []) if k not in ("error", "error_detail")]
         self._producer.produce(
@@ -84,10 +92,14 @@ class DeadLetterSink:
             headers=[*kept, *extra, ("error", reason.encode()), ("error_detail", detail.encode())],
             on_delivery=lambda err, msg: failures.append(err) if err else None,
         )
-        if self._producer.flush(30) > 0 or failures:
+        deadline = Deadline(self.patience)
+        waiting = self._producer.flush(1.0)
+        while waiting and not failures and not deadline.passed():
+            waiting = self._producer.flush(1.0)
+        if waiting or failures:
+            why = "; ".join(f.str() for f in failures) or f"not delivered in {self.patience:g} s"
             raise DeadLetterError(
-                f"could not write to dead-letter topic {self.topic}: "
-                f"{'; '.join(f.str() for f in failures) or 'not delivered within 30 s'}; "
-                "stopped without committing past it, start again once the broker is back"
+                f"could not write to dead-letter topic {self.topic}: {why}; stopped without "
+                "committing past it, start again once the broker is back"
             )
         self.counts[reason] += 1

@@ -48,7 +48,7 @@ from sensor_lib.polling import Deadline
 from sensor_lib.postgres_server import PostgresServer
 from sensor_lib.postgres_sink import count_rows, prepare_table, redact
 from sensor_lib.servers import find_free_port, is_listening
-from sensor_lib.settings import BrokerSettings, load_settings
+from sensor_lib.settings import BrokerSettings, TopicSettings, load_settings
 from sensor_lib.stop_signals import StopSignals
 from sensor_lib.topics import ensure_topic
 
@@ -67,7 +67,7 @@ ACTIVE_GROUP_STATES = (
 )
 
 
-class DemoSettings(BrokerSettings):
+class DemoSettings(TopicSettings):
     """Run the sensor pipeline end to end; a broker starts if none answers."""
 
     duration: NonNegativeFloat = Field(0.0, description="seconds to run; 0 = until Ctrl-C")
@@ -76,7 +76,6 @@ class DemoSettings(BrokerSettings):
     backfill_seconds: NonNegativeFloat = Field(
         600.0, description="seconds of history to produce first, so closed windows show at once"
     )
-    partitions: PositiveInt = Field(3, description="partitions of the topics the demo creates")
     raw_topic: str = Field("", description="raw topic; default demo-<UTC time>-raw")
     agg_topic: str = Field("", description="aggregate topic; default demo-<UTC time>-agg")
     dlq_topic: str = Field("", description="dead-letter topic; default <raw topic>-dlq")
@@ -194,7 +193,8 @@ def remove_old_runs(broker: DemoSettings) -> int:
 def child_env(broker: BrokerSettings, needs: dict[str, str]) -> dict[str, str]:
     """The scripts read the broker settings from their environment, as from a user's shell."""
     env = {**needs, **os.environ}  # the user's own setting wins over what the broker needs
-    ours = broker.model_dump(include=set(BrokerSettings.model_fields), exclude_none=True)
+    shared = set(TopicSettings.model_fields) - {"partitions"}  # a flag of the scripts that use it
+    ours = broker.model_dump(include=shared, exclude_none=True)
     for name, value in ours.items():
         env[name.upper()] = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
     return env
@@ -402,8 +402,9 @@ def main(argv: list[str] | None = None) -> int:
             # The password goes by the environment: a flag would show in `ps`.
             needs = {**needs, "POSTGRES_URL": url}
             broker = settings.model_copy(update={"broker_address": address})
-            for topic in (broker.raw_topic, broker.agg_topic, broker.dlq_topic):
-                ensure_topic(broker, topic, broker.partitions, broker.broker_timeout)
+            for topic in (broker.raw_topic, broker.agg_topic):
+                ensure_topic(broker, topic)
+            ensure_topic(broker, broker.dlq_topic, dead_letters=True)
             say(
                 f"topics {broker.raw_topic}, {broker.agg_topic}, {broker.dlq_topic}; "
                 f"consumer groups {broker.consumer_group}, {broker.sink_group}"

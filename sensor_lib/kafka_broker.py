@@ -7,8 +7,9 @@ when it stops.
 
     python -m sensor_lib.kafka_broker --port 19092     # then BROKER_ADDRESS=localhost:19092
     python -m sensor_lib.kafka_broker --port 19092 --sasl-port 19094 --scram-user alice:alice-secret
+    python -m sensor_lib.kafka_broker --brokers 3 --port 19092  # a cluster (kafka_cluster.py)
 
-Tests and benchmarks use the `KafkaBroker` class directly.
+Tests and benchmarks use the `KafkaBroker` class directly (and `KafkaCluster`).
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ JARS = KAFKA_DIR / "lib"
 MAIN_JAR = "kafka_2.13-4.4.0.jar"
 SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
 JAVA_OPTIONS = ["-Xms256m", "-Xmx1g", "-XX:+UseG1GC", "-Djava.awt.headless=true"]
+TUTORIAL_PORT = 19092
+# A cluster keeps each partition on 3 nodes (kafka_cluster.py).
+MIN_CLUSTER_NODES = 3
 
 
 def find_java() -> str:
@@ -123,6 +127,8 @@ class KafkaBroker(ServerProcess):
     """A single-node Apache Kafka (KRaft) on 127.0.0.1; use it as a context manager."""
 
     name = "Apache Kafka"
+    node_id = 1
+    java_options = JAVA_OPTIONS
 
     def __init__(
         self,
@@ -138,6 +144,7 @@ class KafkaBroker(ServerProcess):
         self.sasl_port = sasl_port
         self.scram_users = scram_users or []
         self.data_dir: Path | None = None
+        self.cluster_id = random_cluster_id()
 
     @property
     def sasl_address(self) -> str:
@@ -153,7 +160,7 @@ class KafkaBroker(ServerProcess):
         clients = [name for name in listeners if name != "CONTROLLER"]
         lines = [
             "process.roles=broker,controller",
-            "node.id=1",
+            f"node.id={self.node_id}",
             "listeners=" + ",".join(f"{n}://{self.host}:{p}" for n, p in listeners.items()),
             "advertised.listeners="
             + ",".join(f"{n}://{self.host}:{listeners[n]}" for n in clients),
@@ -161,14 +168,9 @@ class KafkaBroker(ServerProcess):
             "inter.broker.listener.name=PLAINTEXT",
             "listener.security.protocol.map="
             + ",".join(f"{n}:{'PLAINTEXT' if n == 'CONTROLLER' else n}" for n in listeners),
-            f"controller.quorum.bootstrap.servers={self.host}:{self.controller_port}",
+            f"controller.quorum.bootstrap.servers={self.quorum_bootstrap_servers()}",
             f"log.dirs={log_dirs}",
-            # One node: every internal topic has one replica.
-            "offsets.topic.replication.factor=1",
-            "transaction.state.log.replication.factor=1",
-            "transaction.state.log.min.isr=1",
-            "share.coordinator.state.topic.replication.factor=1",
-            "share.coordinator.state.topic.min.isr=1",
+            *self.replication_settings(),
             # Let the first consumer join a group at once, as a test or demo expects.
             "group.initial.rebalance.delay.ms=0",
         ]
@@ -181,16 +183,37 @@ class KafkaBroker(ServerProcess):
                 )
         return "\n".join(lines) + "\n"
 
+    def quorum_bootstrap_servers(self) -> str:
+        """The controllers a node finds the quorum through: here, itself."""
+        return f"{self.host}:{self.controller_port}"
+
+    def replication_settings(self) -> list[str]:
+        """One node: every internal topic has one replica."""
+        return [
+            "offsets.topic.replication.factor=1",
+            "transaction.state.log.replication.factor=1",
+            "transaction.state.log.min.isr=1",
+            "share.coordinator.state.topic.replication.factor=1",
+            "share.coordinator.state.topic.min.isr=1",
+        ]
+
+    def initial_controllers(self) -> list[str]:
+        """The storage tool's quorum option: a quorum of this one node."""
+        return ["--standalone"]
+
+    def new_data_dir(self) -> Path:
+        return Path(tempfile.mkdtemp(prefix="kafka-broker-"))
+
     def command(self) -> list[str]:
         java_command = [
             find_java(),
-            *JAVA_OPTIONS,
+            *self.java_options,
             f"-Dlog4j2.configurationFile={KAFKA_DIR / 'log4j2.properties'}",
             "-cp",
             f"{fetch_jars()}/*",
         ]
         if self.data_dir is None:  # else restart on the data of stop(keep_data=True)
-            self.data_dir = Path(tempfile.mkdtemp(prefix="kafka-broker-"))
+            self.data_dir = self.new_data_dir()
             self.format_storage(java_command)
         return [*java_command, "kafka.Kafka", str(self.data_dir / "server.properties")]
 
@@ -210,9 +233,9 @@ class KafkaBroker(ServerProcess):
                 *java_command,
                 "kafka.tools.StorageTool",
                 "format",
-                "--standalone",
+                *self.initial_controllers(),
                 "-t",
-                random_cluster_id(),
+                self.cluster_id,
                 "-c",
                 str(properties),
                 *scram,
@@ -229,11 +252,16 @@ class KafkaBroker(ServerProcess):
 
     def is_ready(self) -> bool:
         """The broker answers metadata requests and lists itself: it can take topics."""
+        return self.node_id in self.brokers_listed()
+
+    def brokers_listed(self) -> set[int]:
+        """The node ids of the live brokers this node's metadata lists; none if it does not
+        answer."""
         admin = AdminClient({"bootstrap.servers": self.address, "log_level": 0})
         try:
-            return bool(admin.list_topics(timeout=0.5).brokers)
+            return set(admin.list_topics(timeout=0.5).brokers)
         except KafkaException:
-            return False
+            return set()
 
     def cleanup(self) -> None:
         if self.data_dir is not None:
@@ -241,14 +269,20 @@ class KafkaBroker(ServerProcess):
             self.data_dir = None
 
 
-def next_steps(broker: KafkaBroker) -> str:
-    """The commands for the tutorial's other terminals."""
-    at = "" if broker.port == 19092 else f"BROKER_ADDRESS={broker.address} "
-    steps = (
+def tutorial_commands(at: str) -> str:
+    """The tutorial's commands for the other terminals, each prefixed with `at`."""
+    return (
         "In three more terminals (the sink wants `make postgres` running, too):\n"
         f"  {at}python sensor_stream_producer.py --count 0 --backfill-seconds 3600\n"
         f"  {at}python sensor_stream_processor.py\n"
         f"  {at}python sensor_stream_sink.py"
+    )
+
+
+def next_steps(broker: KafkaBroker) -> str:
+    """The commands for the tutorial's other terminals."""
+    steps = tutorial_commands(
+        "" if broker.port == TUTORIAL_PORT else f"BROKER_ADDRESS={broker.address} "
     )
     if broker.sasl_port:
         users = ", ".join(name for name, _ in broker.scram_users) or "none"
@@ -263,7 +297,18 @@ def next_steps(broker: KafkaBroker) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, default=19092, help="port on 127.0.0.1 (default 19092)")
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=TUTORIAL_PORT,
+        help=f"port on 127.0.0.1 (default {TUTORIAL_PORT}); a cluster's nodes take the next ones",
+    )
+    parser.add_argument(
+        "--brokers",
+        type=int,
+        default=1,
+        help="nodes: 1 (the default), or a cluster of 3 or more (kafka_cluster.py)",
+    )
     parser.add_argument(
         "--sasl-port", type=int, help="also listen with SASL_PLAINTEXT (SCRAM) here"
     )
@@ -278,6 +323,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.scram_user and not args.sasl_port:
         parser.error("--scram-user needs --sasl-port")
+    if args.brokers != 1:
+        if args.brokers < MIN_CLUSTER_NODES:
+            parser.error(f"--brokers: 1, or a cluster of {MIN_CLUSTER_NODES} or more")
+        if args.sasl_port:
+            parser.error("--sasl-port and --scram-user are for a single node (--brokers 1)")
+        from sensor_lib.kafka_cluster import KafkaCluster, serve_cluster  # it imports this
+
+        return serve_cluster(KafkaCluster(args.brokers, args.port))
     broker = KafkaBroker(args.port, sasl_port=args.sasl_port, scram_users=args.scram_user)
     return serve_in_foreground(broker, next_steps(broker))
 

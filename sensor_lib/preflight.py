@@ -7,6 +7,7 @@ import tempfile
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
+from sensor_lib.changelogs import changelog_name
 from sensor_lib.errors import CannotRun
 from sensor_lib.logs import silent_logger
 from sensor_lib.settings import QuixAppSettings
@@ -46,7 +47,7 @@ def check_saved_state_matches_broker(settings: QuixAppSettings, source: str) -> 
             f"could not list the topics at {settings.broker_address}: {exc.args[0].str()}"
         ) from None
     for store in saved:
-        if (changelog := f"changelog__{settings.consumer_group}--{source}--{store}") not in topics:
+        if (changelog := changelog_name(settings.consumer_group, source, store)) not in topics:
             raise CannotRun(
                 f"the window state in {group_dir} belongs to changelog topic {changelog}, "
                 f"which the broker at {settings.broker_address} does not have (it was restarted "

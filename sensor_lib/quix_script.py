@@ -35,6 +35,7 @@ def running(
     logger: logging.Logger,
     *,
     topics: Sequence[str],
+    dead_letter_topics: Sequence[str],
     source: str,
     summary: Callable[[], str],
     stateful: bool = True,
@@ -44,7 +45,8 @@ def running(
 ) -> Iterator[None]:
     """Check, then run the body until it ends or is stopped.
 
-    `topics` are created if missing; `source` is the one the dataframe reads. A
+    `topics` and `dead_letter_topics` are created if missing, and checked;
+    `source` is the one the dataframe reads. A
     `stateful` dataframe keeps state under STATE_DIR, which is checked. `checks` run
     once the broker answers. /metrics serves `metrics` and `histograms`.
     """
@@ -53,7 +55,14 @@ def running(
         serve(settings, logger, metrics, *histograms)
     if stateful:
         check_state_dir(settings)
-    stop = start_up(settings, logger, "processing began", topics, log_level=None)
+    stop = start_up(
+        settings,
+        logger,
+        "processing began",
+        topics,
+        log_level=None,
+        dead_letter_topics=dead_letter_topics,
+    )
     started = False
     try:
         with stop.interrupting():  # until Quix Streams installs its own handlers

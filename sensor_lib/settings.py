@@ -87,9 +87,45 @@ class BrokerSettings(BaseSettings):
 
 
 class TopicSettings(BrokerSettings):
-    """For the scripts that create a topic when it is missing."""
+    """For the scripts that create a topic when it is missing, and check the ones they use."""
 
     partitions: PositiveInt = Field(3, description="partitions of a topic when a script creates it")
+    replication_factor: PositiveInt | None = Field(
+        None, description="replicas of each topic a script creates; default: 3, or fewer brokers"
+    )
+    min_insync_replicas: PositiveInt | None = Field(
+        None,
+        description="replicas that must have a write before it counts; default: 2 from 3 "
+        "replicas up, else 1",
+    )
+    retention_hours: float = Field(
+        168.0, ge=-1, description="how long a topic a script creates keeps messages; -1 = always"
+    )
+    dlq_retention_hours: float = Field(
+        -1.0, ge=-1, description="the same for the dead-letter topics; -1 = always"
+    )
+
+    @model_validator(mode="after")
+    def _min_insync_within_replicas(self) -> Self:
+        factor, least = self.replication_factor, self.min_insync_replicas
+        if factor is not None and least is not None and least > factor:
+            raise ValueError(
+                f"MIN_INSYNC_REPLICAS ({least}) cannot exceed REPLICATION_FACTOR ({factor})"
+            )
+        return self
+
+    def replication(self, brokers: int) -> tuple[int, int]:
+        """The replication factor and min.insync.replicas for a cluster of `brokers`: as
+        set, or 3 replicas (fewer on fewer brokers) with 2 in sync from 3 replicas up."""
+        factor = self.replication_factor or min(3, brokers)
+        return factor, self.min_insync_replicas or (2 if factor >= 3 else 1)
+
+    def retention_config(self, dead_letters: bool = False) -> dict[str, str]:
+        """Explicit retention: some Kafka-compatible brokers report only the configs given
+        at creation, and Quix Streams reads retention.ms to make changelog topics."""
+        hours = self.dlq_retention_hours if dead_letters else self.retention_hours
+        ms = -1 if hours < 0 else round(hours * 3600 * 1000)
+        return {"retention.ms": str(ms), "retention.bytes": "-1"}
 
 
 class RawTopicSettings(TopicSettings):
@@ -119,6 +155,11 @@ class QuixAppSettings(TopicSettings, MetricsSettings):
         "at-least-once", description="exactly-once uses Kafka transactions"
     )
     exactly_once: bool = Field(False, description="same as --processing-guarantee exactly-once")
+    instance_id: str | None = Field(
+        None,
+        description="this instance's name in its group, for exactly-once's transactional.id; "
+        "default: the host and the state folder",
+    )
     commit_interval: float = Field(
         5.0, ge=0, description="seconds between commits (and transactions, with exactly-once)"
     )
