@@ -44,11 +44,16 @@ def quix_defaults(settings: QuixAppSettings, lag: ConsumerLag) -> dict[str, Any]
         "on_consumer_error": stop_on_consumer_error,
         "on_processing_error": stop_on_processing_error,
         "consumer_extra_config": {
+            **settings.client_extras(),
             **CONSUMER_DEFAULTS,
             **settings.consumer_config,
             **lag_statistics,
         },
-        "producer_extra_config": {**transactional_id(settings), **settings.producer_config},
+        "producer_extra_config": {
+            **settings.client_extras(),
+            **transactional_id(settings),
+            **settings.producer_config,
+        },
         "broker_availability_timeout": settings.broker_outage_timeout,
         "loglevel": None,  # our log format, set up by the script
     }

@@ -78,7 +78,11 @@ class DeadLetterSink:
             detail,
         )
         if self._producer is None:
-            config = {**self.broker.librdkafka_config(), **client_logging()}
+            # PRODUCER_CONFIG tunes this producer too, but never makes it transactional.
+            tuning = {
+                k: v for k, v in self.broker.producer_config.items() if k != "transactional.id"
+            }
+            config = {**self.broker.librdkafka_config(), **tuning, **client_logging()}
             timeout_ms = 0 if math.isinf(self.patience) else int(self.patience * 1000)
             self._producer = Producer(
                 {**config, "enable.idempotence": True, "message.timeout.ms": timeout_ms}

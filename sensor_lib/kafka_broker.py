@@ -204,18 +204,25 @@ class KafkaBroker(ServerProcess):
     def new_data_dir(self) -> Path:
         return Path(tempfile.mkdtemp(prefix="kafka-broker-"))
 
-    def command(self) -> list[str]:
-        java_command = [
+    def java_command(self) -> list[str]:
+        return [
             find_java(),
             *self.java_options,
             f"-Dlog4j2.configurationFile={KAFKA_DIR / 'log4j2.properties'}",
             "-cp",
             f"{fetch_jars()}/*",
         ]
-        if self.data_dir is None:  # else restart on the data of stop(keep_data=True)
+
+    def prepare(self) -> Path:
+        """A new data folder, formatted; or the one stop(keep_data=True) kept, to restart on."""
+        if self.data_dir is None:
             self.data_dir = self.new_data_dir()
-            self.format_storage(java_command)
-        return [*java_command, "kafka.Kafka", str(self.data_dir / "server.properties")]
+            self.format_storage(self.java_command())
+        return self.data_dir
+
+    def command(self) -> list[str]:
+        data_dir = self.prepare()
+        return [*self.java_command(), "kafka.Kafka", str(data_dir / "server.properties")]
 
     def format_storage(self, java_command: list[str]) -> None:
         assert self.data_dir is not None

@@ -18,6 +18,7 @@ import shutil
 import signal
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 
@@ -32,7 +33,7 @@ from sensor_lib.kafka_broker import (
     tutorial_commands,
 )
 from sensor_lib.polling import wait_until
-from sensor_lib.servers import ServerStartError, is_listening, serve_in_foreground
+from sensor_lib.servers import ServerStartError, serve_in_foreground
 from sensor_lib.stop_signals import raise_if_stopped
 
 # Three JVMs beside the pipeline: half the single node's heap each.
@@ -47,8 +48,8 @@ REPLICAS, MIN_IN_SYNC = 3, 2
 class KafkaNode(KafkaBroker):
     """One node of a KafkaCluster: a broker, and a voter of the cluster's controller quorum.
 
-    `start()` returns once the node listens on its controller port: the quorum needs a
-    majority of the nodes up before any of them serves clients (KafkaCluster waits for it).
+    `start()` returns once the JVM is launched: no node serves clients before a majority of
+    the nodes runs, so KafkaCluster launches them all, then waits until they serve.
     """
 
     java_options = NODE_JAVA_OPTIONS
@@ -93,7 +94,7 @@ class KafkaNode(KafkaBroker):
         return folder
 
     def is_ready(self) -> bool:
-        return is_listening(self.host, self.controller_port)
+        return True  # launched: KafkaCluster waits until it serves
 
     def is_running(self) -> bool:
         """Started and not exited; a paused node (SIGSTOP) is running."""
@@ -142,6 +143,9 @@ class KafkaCluster:
         logs = self.log_dir or self.folder
         logs.mkdir(parents=True, exist_ok=True)
         try:
+            # Each format is a JVM of its own, seconds long: all at once.
+            with ThreadPoolExecutor(len(self.nodes)) as formatting:
+                list(formatting.map(KafkaNode.prepare, self.nodes))
             for node in self.nodes:
                 node.log_path = logs / f"node-{node.node_id}.log"
                 node.start()
@@ -257,9 +261,8 @@ class ClusterWatch:
         nodes = self.cluster.nodes
         for node in nodes:
             assert node.process is not None
-            print(
-                f"  node {node.node_id}: {node.address}, pid {node.process.pid}, log {node.log_path}"
-            )
+            pid, log = node.process.pid, node.log_path
+            print(f"  node {node.node_id}: {node.address}, pid {pid}, log {log}")
         print(
             f"Kill a node to try it (kill -9 PID): {REPLICAS} replicas, {MIN_IN_SYNC} in sync: "
             f"{len(nodes) - 1} nodes go on; pause one with kill -STOP PID, kill -CONT PID.",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import ssl
 import threading
 import time
 import urllib.request
@@ -55,15 +56,31 @@ def serve(
         registry.register(histogram)
     ProcessCollector(registry=registry)
     host, port = settings.metrics_host, settings.metrics_port
+    tls = settings.metrics_tls_certificate is not None
     try:
-        start_http_server(port, addr=host, registry=registry)
+        start_http_server(
+            port,
+            addr=host,
+            registry=registry,
+            certfile=str(settings.metrics_tls_certificate) if tls else None,
+            keyfile=str(settings.metrics_tls_key) if tls else None,
+            client_cafile=str(settings.metrics_tls_client_ca or "") or None,
+            client_auth_required=settings.metrics_tls_client_ca is not None,
+        )
+    except (ssl.SSLError, FileNotFoundError) as exc:
+        why = exc.reason if isinstance(exc, ssl.SSLError) else f"no file {exc.filename}"
+        raise CannotRun(
+            "cannot serve metrics over TLS with METRICS_TLS_CERTIFICATE, METRICS_TLS_KEY "
+            f"and METRICS_TLS_CLIENT_CA: {why or exc}"
+        ) from None
     except OSError as exc:
         raise CannotRun(
             f"cannot serve metrics on {host}:{port} (METRICS_HOST:METRICS_PORT): "
             f"{exc.strerror or exc}; set METRICS_PORT to a free port, or leave it unset "
             "for no metrics"
         ) from None
-    logger.info("Metrics at http://%s:%s/metrics", host, port)
+    scheme = "https" if tls else "http"
+    logger.info("Metrics at %s://%s:%s/metrics", scheme, host, port)
 
 
 def counter(name: str, doc: str, value: float, **labels: str) -> CounterMetricFamily:

@@ -9,6 +9,7 @@ docs/configuration.md lists them all; a test keeps it in step with these classes
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self, TypeVar
@@ -35,7 +36,7 @@ def _upper(value: Any) -> Any:
 
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
-SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"]
 LogLevel = Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], BeforeValidator(_upper)]
 
 
@@ -69,21 +70,102 @@ class BrokerSettings(BaseSettings):
     broker_ssl_ca_location: str | None = Field(
         None, description="CA certificate file that signed the broker's certificate"
     )
+    broker_ssl_certificate_location: str | None = Field(
+        None, description="client certificate file (PEM), for brokers that require one (mTLS)"
+    )
+    broker_ssl_key_location: str | None = Field(
+        None, description="the client certificate's private key file (PEM)"
+    )
+    broker_ssl_key_password: SecretStr | None = Field(
+        None, description="password of that key file, if it has one"
+    )
+    broker_oauth_token_endpoint: str | None = Field(
+        None, description="OAUTHBEARER: the OIDC token endpoint URL"
+    )
+    broker_oauth_client_id: str | None = Field(None, description="OAUTHBEARER: OIDC client id")
+    broker_oauth_client_secret: SecretStr | None = Field(
+        None, description="OAUTHBEARER: OIDC client secret"
+    )
+    broker_oauth_scope: str | None = Field(None, description="OAUTHBEARER: OIDC scope")
+    kafka_config_file: Path | None = Field(
+        None,
+        description="librdkafka properties file (client.properties) for every Kafka client; "
+        "a BROKER_* setting given wins over it",
+    )
+
+    def client_properties(self) -> dict[str, Any]:
+        """Every Kafka client's librdkafka settings: KAFKA_CONFIG_FILE's, then each BROKER_*
+        setting given (a default only where the file does not say)."""
+        properties = read_properties(self.kafka_config_file) if self.kafka_config_file else {}
+        for field, name in BROKER_PROPERTIES.items():
+            value = getattr(self, field)
+            if value is None or (field not in self.model_fields_set and name in properties):
+                continue
+            properties[name] = value.get_secret_value() if isinstance(value, SecretStr) else value
+        properties["security.protocol"] = str(properties["security.protocol"]).lower()
+        if "sasl.oauthbearer.token.endpoint.url" in properties:
+            properties.setdefault("sasl.oauthbearer.method", "oidc")
+        return properties
 
     def connection(self) -> ConnectionConfig:
-        """Quix Streams' connection config; it keeps the password a SecretStr."""
-        return ConnectionConfig(
-            bootstrap_servers=self.broker_address,
-            security_protocol=self.broker_security_protocol.lower(),
-            sasl_mechanism=self.broker_sasl_mechanism,
-            sasl_username=self.broker_sasl_username,
-            sasl_password=self.broker_sasl_password,
-            ssl_ca_location=self.broker_ssl_ca_location,
-        )
+        """Quix Streams' connection config; it keeps each secret a SecretStr."""
+        return ConnectionConfig.from_librdkafka_dict(self.client_properties(), ignore_extras=True)
+
+    def client_extras(self) -> dict[str, Any]:
+        """KAFKA_CONFIG_FILE's settings that are not about the connection (client.id...),
+        for Quix Streams' own clients, which take the connection apart."""
+        known = set(self.connection().as_librdkafka_dict())
+        return {k: v for k, v in self.client_properties().items() if k not in known}
 
     def librdkafka_config(self) -> dict[str, Any]:
-        """The same connection as a plain confluent-kafka config dict."""
-        return self.connection().as_librdkafka_dict(plaintext_secrets=True)
+        """The same settings as a plain confluent-kafka config dict."""
+        return self.client_properties()
+
+
+# librdkafka's name for each connection setting.
+BROKER_PROPERTIES = {
+    "broker_address": "bootstrap.servers",
+    "broker_security_protocol": "security.protocol",
+    "broker_sasl_mechanism": "sasl.mechanism",
+    "broker_sasl_username": "sasl.username",
+    "broker_sasl_password": "sasl.password",
+    "broker_ssl_ca_location": "ssl.ca.location",
+    "broker_ssl_certificate_location": "ssl.certificate.location",
+    "broker_ssl_key_location": "ssl.key.location",
+    "broker_ssl_key_password": "ssl.key.password",
+    "broker_oauth_token_endpoint": "sasl.oauthbearer.token.endpoint.url",
+    "broker_oauth_client_id": "sasl.oauthbearer.client.id",
+    "broker_oauth_client_secret": "sasl.oauthbearer.client.secret",
+    "broker_oauth_scope": "sasl.oauthbearer.scope",
+}
+
+
+# A key ends at the first '=', ':' or blank, as in Java's Properties.load.
+PROPERTY = re.compile(r"^(?P<key>[^=:\s]+)\s*[=:\s]\s*(?P<value>.*)$")
+
+
+def read_properties(path: Path) -> dict[str, str]:
+    """A Java-style properties file, as Confluent's and Redpanda's consoles hand out:
+    `key=value` (or `key: value`) lines; `#` and `!` start a comment."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise UsageError(
+            f"--kafka-config-file (KAFKA_CONFIG_FILE): cannot read {path}: {exc.strerror or exc}"
+        ) from None
+    properties = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith(("#", "!")):
+            continue
+        if (pair := PROPERTY.match(line)) is None:
+            raise UsageError(
+                f"--kafka-config-file (KAFKA_CONFIG_FILE): {path}, line {number}: "
+                "expected key=value"
+            )
+        key = "sasl.mechanism" if pair["key"] == "sasl.mechanisms" else pair["key"]  # an alias
+        properties[key] = pair["value"]
+    return properties
 
 
 class TopicSettings(BrokerSettings):
@@ -141,6 +223,23 @@ class MetricsSettings(BrokerSettings):
         None, ge=1, le=65535, description="serve Prometheus metrics at /metrics on this port"
     )
     metrics_host: str = Field("127.0.0.1", description="address the metrics endpoint binds to")
+    metrics_tls_certificate: Path | None = Field(
+        None, description="certificate file (PEM): serve /metrics over HTTPS"
+    )
+    metrics_tls_key: Path | None = Field(None, description="that certificate's private key file")
+    metrics_tls_client_ca: Path | None = Field(
+        None, description="CA file: only a scraper with a certificate it signed may read /metrics"
+    )
+
+    @model_validator(mode="after")
+    def _tls_needs_certificate_and_key(self) -> Self:
+        tls = (self.metrics_tls_certificate, self.metrics_tls_key, self.metrics_tls_client_ca)
+        if any(tls) and not (self.metrics_tls_certificate and self.metrics_tls_key):
+            raise ValueError(
+                "METRICS_TLS_CERTIFICATE and METRICS_TLS_KEY go together, and "
+                "METRICS_TLS_CLIENT_CA needs them"
+            )
+        return self
 
 
 class QuixAppSettings(TopicSettings, MetricsSettings):
