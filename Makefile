@@ -6,13 +6,15 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DURATION ?= 0
 BROKER_PORT ?= 19092
+# `make kafka BROKERS=3`: a cluster of three nodes on BROKER_PORT and the two ports after it.
+BROKERS ?= 1
 POSTGRES_PORT ?= 15432
 # The broker tests mostly wait on the broker (group joins, commits): more workers than
 # the two cores of the machine this is sized on, each with a broker of its own, finish
 # sooner (measured: 6 beat 4 and 8).
 WORKERS ?= 6
 
-.PHONY: install demo test test-fast test-kafka lint format broker kafka postgres clean
+.PHONY: install demo test test-fast test-kafka test-cluster lint format broker kafka postgres clean
 
 install: $(VENV)/.installed
 
@@ -44,17 +46,22 @@ test-fast: install
 
 # Everything, on the embedded broker.
 test: lint
-	$(BIN)/python -m pytest -n $(WORKERS)
+	$(BIN)/python -m pytest -n $(WORKERS) -m "not cluster"
 
 # Everything, on Apache Kafka (Java 17+ and Maven; jars fetched once).
 test-kafka: install
-	TEST_BROKER=kafka $(BIN)/python -m pytest -n $(WORKERS)
+	TEST_BROKER=kafka $(BIN)/python -m pytest -n $(WORKERS) -m "not cluster"
+
+# Losing brokers, on a three-node Apache Kafka cluster (Java 17+ and Maven): one cluster
+# for the session, and faults that hit every client, so one pytest process.
+test-cluster: install
+	$(BIN)/python -m pytest -m cluster
 
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/ci.yml
-	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
+	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml docker-compose.cluster.yml
 	$(BIN)/zizmor --offline .github/workflows/
 
 format: install
@@ -65,7 +72,7 @@ broker: install
 	$(BIN)/python -m sensor_lib.embedded_broker --port $(BROKER_PORT)
 
 kafka: install
-	$(BIN)/python -m sensor_lib.kafka_broker --port $(BROKER_PORT)
+	$(BIN)/python -m sensor_lib.kafka_broker $(if $(filter-out 1,$(BROKERS)),--brokers $(BROKERS) )--port $(BROKER_PORT)
 
 postgres: install
 	$(BIN)/python -m sensor_lib.postgres_server --port $(POSTGRES_PORT)

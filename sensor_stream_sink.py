@@ -53,6 +53,7 @@ class SinkSettings(QuixAppSettings):
         description="libpq URL of the database: postgresql://user:password@host:port/dbname",
     )
     sink_table: str = Field("sensor_windows", description="table of windows; made if missing")
+    sink_schema: str = Field("public", description="schema of the table; never made: must exist")
 
     @model_validator(mode="after")
     def _default_dlq_topic(self) -> SinkSettings:
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = load_settings(SinkSettings, argv)
     url = settings.postgres_url.get_secret_value()
     rows = Rows(DeadLetterSink(settings, settings.dlq_topic))
-    table = WindowsSink(url, settings.sink_table)
+    table = WindowsSink(url, settings.sink_table, settings.sink_schema)
     lag = ConsumerLag()
     with running(  # checks first, then a summary; one line per known failure (sensor_lib)
         settings,
@@ -121,14 +122,15 @@ def main(argv: list[str] | None = None) -> None:
         dead_letter_topics=[settings.dlq_topic],
         source=settings.agg_topic,
         stateful=False,
-        checks=[lambda: prepare_table(url, settings.sink_table)],
+        checks=[lambda: prepare_table(url, settings.sink_table, settings.sink_schema)],
         summary=lambda: summary(rows, table),
         metrics=metrics.sink_metrics(rows, table, lag),
         histograms=[table.round_trips],
     ):
         logger.info(
-            "Writing %s to table %s at %s (%s); dead letters to %s",
+            "Writing %s to table %s.%s at %s (%s); dead letters to %s",
             settings.agg_topic,
+            settings.sink_schema,
             settings.sink_table,
             redact(url),
             settings.processing_guarantee,

@@ -37,5 +37,7 @@ Servers and launchers:
 - children.py: child processes that never outlive their launcher.
 - servers.py: a server process on 127.0.0.1, ready when started.
 - embedded_broker.py, kafka_broker.py, postgres_server.py: servers for the demo and the tests.
+- kafka_cluster.py: three Apache Kafka nodes as one cluster, for `make kafka BROKERS=3`.
+- changelogs.py: the changelog topics of a group's window state, replicated as asked.
 - demo.py: what `make demo` runs.
 """

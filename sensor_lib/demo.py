@@ -193,8 +193,10 @@ def remove_old_runs(broker: DemoSettings) -> int:
 def child_env(broker: BrokerSettings, needs: dict[str, str]) -> dict[str, str]:
     """The scripts read the broker settings from their environment, as from a user's shell."""
     env = {**needs, **os.environ}  # the user's own setting wins over what the broker needs
+    # Only what was set (or filled in): a default passed on as a variable would count as
+    # given, and win over the same setting in KAFKA_CONFIG_FILE.
     shared = set(TopicSettings.model_fields) - {"partitions"}  # a flag of the scripts that use it
-    ours = broker.model_dump(include=shared, exclude_none=True)
+    ours = broker.model_dump(include=shared, exclude_none=True, exclude_unset=True)
     for name, value in ours.items():
         env[name.upper()] = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
     return env

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 from confluent_kafka import KafkaException
@@ -40,6 +41,12 @@ JARS = KAFKA_DIR / "lib"
 MAIN_JAR = "kafka_2.13-4.4.0.jar"
 SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
 JAVA_OPTIONS = ["-Xms256m", "-Xmx1g", "-XX:+UseG1GC", "-Djava.awt.headless=true"]
+# The broker's own side of OAUTHBEARER, for tests: it accepts unsigned tokens ("alg":
+# "none") and takes the principal from their `sub` claim. Never for production.
+UNSECURED_OAUTH = (
+    "org.apache.kafka.common.security.oauthbearer.internals.unsecured."
+    "OAuthBearerUnsecuredValidatorCallbackHandler"
+)
 TUTORIAL_PORT = 19092
 # A cluster keeps each partition on 3 nodes (kafka_cluster.py).
 MIN_CLUSTER_NODES = 3
@@ -123,6 +130,15 @@ def parse_scram_user(text: str) -> tuple[str, str]:
     return name, password
 
 
+@dataclass(frozen=True)
+class BrokerTls:
+    """What the broker's TLS listeners present and trust: PEM files."""
+
+    certificate: Path  # the broker's certificate, for 127.0.0.1
+    key: Path  # its private key, unencrypted PKCS#8
+    client_ca: Path  # the CA whose client certificates the mutual-TLS listener takes
+
+
 class KafkaBroker(ServerProcess):
     """A single-node Apache Kafka (KRaft) on 127.0.0.1; use it as a context manager."""
 
@@ -136,12 +152,19 @@ class KafkaBroker(ServerProcess):
         *,
         sasl_port: int | None = None,
         scram_users: list[tuple[str, str]] | None = None,
+        tls: BrokerTls | None = None,
         log_path: Path | None = None,
         start_timeout: float = 90.0,
     ) -> None:
+        """With `tls`, two more listeners: SSL on `ssl_port`, which requires a client
+        certificate signed by `tls.client_ca`, and SASL_SSL on `sasl_ssl_port`, with
+        SCRAM (the `scram_users`) and OAUTHBEARER (unsigned tokens: tests only)."""
         super().__init__(port, log_path=log_path, start_timeout=start_timeout)
         self.controller_port = find_free_port()
         self.sasl_port = sasl_port
+        self.tls = tls
+        self.ssl_port = find_free_port() if tls else None
+        self.sasl_ssl_port = find_free_port() if tls else None
         self.scram_users = scram_users or []
         self.data_dir: Path | None = None
         self.cluster_id = random_cluster_id()
@@ -151,12 +174,15 @@ class KafkaBroker(ServerProcess):
         return f"{self.host}:{self.sasl_port}"
 
     def ports(self) -> list[int]:
-        return [p for p in (self.port, self.controller_port, self.sasl_port) if p]
+        ports = (self.port, self.controller_port, self.sasl_port, self.ssl_port, self.sasl_ssl_port)
+        return [p for p in ports if p]
 
     def server_properties(self, log_dirs: Path) -> str:
         listeners = {"PLAINTEXT": self.port, "CONTROLLER": self.controller_port}
         if self.sasl_port:
             listeners["SASL_PLAINTEXT"] = self.sasl_port
+        if self.ssl_port and self.sasl_ssl_port:
+            listeners["SSL"], listeners["SASL_SSL"] = self.ssl_port, self.sasl_ssl_port
         clients = [name for name in listeners if name != "CONTROLLER"]
         lines = [
             "process.roles=broker,controller",
@@ -181,7 +207,33 @@ class KafkaBroker(ServerProcess):
                     f"listener.name.sasl_plaintext.{mechanism.lower()}.sasl.jaas.config="
                     "org.apache.kafka.common.security.scram.ScramLoginModule required;"
                 )
+        if self.tls:
+            lines += self.tls_properties(log_dirs.parent / "keystore.pem")
         return "\n".join(lines) + "\n"
+
+    def tls_properties(self, keystore: Path) -> list[str]:
+        """The TLS listeners: the broker's key and certificate in one PEM keystore, the
+        client CA as its truststore; SSL requires a client certificate."""
+        assert self.tls is not None
+        keystore.write_text(self.tls.key.read_text() + self.tls.certificate.read_text())
+        mechanisms = [*SCRAM_MECHANISMS, "OAUTHBEARER"]
+        lines = [
+            "ssl.keystore.type=PEM",
+            f"ssl.keystore.location={keystore}",
+            "ssl.truststore.type=PEM",
+            f"ssl.truststore.location={self.tls.client_ca}",
+            "listener.name.ssl.ssl.client.auth=required",
+            "listener.name.sasl_ssl.sasl.enabled.mechanisms=" + ",".join(mechanisms),
+            "listener.name.sasl_ssl.oauthbearer.sasl.jaas.config="
+            "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required;",
+            f"listener.name.sasl_ssl.oauthbearer.sasl.server.callback.handler.class={UNSECURED_OAUTH}",
+        ]
+        for mechanism in SCRAM_MECHANISMS:
+            lines.append(
+                f"listener.name.sasl_ssl.{mechanism.lower()}.sasl.jaas.config="
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+            )
+        return lines
 
     def quorum_bootstrap_servers(self) -> str:
         """The controllers a node finds the quorum through: here, itself."""

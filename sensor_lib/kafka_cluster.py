@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 
+import psutil
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
@@ -188,18 +189,25 @@ class KafkaCluster:
         return node
 
     def pause(self, node_id: int) -> KafkaNode:
-        """SIGSTOP the node: it holds its ports and answers nothing until resume()."""
-        node = self.node(node_id)
-        assert node.process is not None
-        node.process.send_signal(signal.SIGSTOP)
-        node.paused = True
-        return node
+        """SIGSTOP the node, and return once it has stopped: it holds its ports and
+        answers nothing until resume()."""
+        return self._signal(node_id, signal.SIGSTOP, paused=True)
 
     def resume(self, node_id: int) -> KafkaNode:
+        """SIGCONT the node, and return once it runs again."""
+        return self._signal(node_id, signal.SIGCONT, paused=False)
+
+    def _signal(self, node_id: int, signum: int, *, paused: bool) -> KafkaNode:
         node = self.node(node_id)
         assert node.process is not None
-        node.process.send_signal(signal.SIGCONT)
-        node.paused = False
+        node.process.send_signal(signum)
+        process = psutil.Process(node.process.pid)
+
+        def done() -> bool:  # the kernel stops (or continues) the JVM after the call returns
+            return (process.status() == psutil.STATUS_STOPPED) == paused
+
+        wait_until(done, 10, interval=0.02, what=f"{node.name} {'paused' if paused else 'going'}")
+        node.paused = paused
         return node
 
     def leader(self, topic: str, partition: int = 0) -> int:
@@ -251,8 +259,8 @@ class KafkaCluster:
 
 
 class ClusterWatch:
-    """The cluster's nodes, watched as one process: wait() says in one line when a node
-    exits, and returns once none is left."""
+    """The cluster's nodes, watched as one process: wait() lists the nodes (pid and log),
+    says in one line when one exits, and returns once none is left."""
 
     def __init__(self, cluster: KafkaCluster) -> None:
         self.cluster = cluster
@@ -264,8 +272,8 @@ class ClusterWatch:
             pid, log = node.process.pid, node.log_path
             print(f"  node {node.node_id}: {node.address}, pid {pid}, log {log}")
         print(
-            f"Kill a node to try it (kill -9 PID): {REPLICAS} replicas, {MIN_IN_SYNC} in sync: "
-            f"{len(nodes) - 1} nodes go on; pause one with kill -STOP PID, kill -CONT PID.",
+            f"To lose a node: kill -9 PID; the other {len(nodes) - 1} go on. "
+            "To pause one: kill -STOP PID, then kill -CONT PID.",
             flush=True,
         )
         gone: dict[int, int] = {}
@@ -282,9 +290,10 @@ class ClusterWatch:
         count = len(self.cluster.nodes) - len(gone)
         if count == 0:
             return "none is left"
+        go_on = f"the other {count} {'goes' if count == 1 else 'go'} on"
         if count * 2 <= len(self.cluster.nodes):
-            return f"the other {count} go on without a quorum of controllers: no writes"
-        return f"the other {count} go on"
+            return f"{go_on} without a quorum of controllers: writes time out until one is back"
+        return go_on
 
 
 def next_steps(cluster: KafkaCluster) -> str:

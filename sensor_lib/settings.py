@@ -93,6 +93,14 @@ class BrokerSettings(BaseSettings):
         "a BROKER_* setting given wins over it",
     )
 
+    @model_validator(mode="after")
+    def _address_from_config_file(self) -> Self:
+        """BROKER_ADDRESS is where the clients connect, wherever that was given."""
+        if self.kafka_config_file is not None and "broker_address" not in self.model_fields_set:
+            bootstrap = read_properties(self.kafka_config_file).get("bootstrap.servers")
+            self.broker_address = bootstrap or self.broker_address
+        return self
+
     def client_properties(self) -> dict[str, Any]:
         """Every Kafka client's librdkafka settings: KAFKA_CONFIG_FILE's, then each BROKER_*
         setting given (a default only where the file does not say)."""
