@@ -63,6 +63,7 @@ class ViewerSettings(BrokerSettings):
 @dataclass
 class SensorRow:
     last: Aggregate
+    complete: Aggregate | None = None  # the newest window a later one followed
     means: deque[float] = field(default_factory=lambda: deque(maxlen=SPARK_WIDTH))
     windows: int = 0
 
@@ -79,19 +80,22 @@ class SensorBoard:
     def add(self, aggregate: Aggregate) -> None:
         with self.lock:
             row = self.rows.setdefault(aggregate.sensor, SensorRow(aggregate))
-            if aggregate.end_ms >= row.last.end_ms:
+            if aggregate.end_ms > row.last.end_ms:
+                row.complete, row.last = row.last, aggregate
+            elif aggregate.end_ms == row.last.end_ms:
                 row.last = aggregate
             row.means.append(aggregate.mean)
             row.windows += 1
 
     def input_rate(self) -> float:
-        """Readings per second of event time: each sensor's newest window, summed.
+        """Readings per second of event time: each sensor's newest complete window, summed.
 
         With 5 sensors at 4 readings/s in all and 10 s windows, each window holds 8
-        readings: 5 * 8 / 10 = 4.0. A backfill does not inflate it.
+        readings: 5 * 8 / 10 = 4.0. A backfill does not inflate it. The newest window
+        counts only while it is a sensor's only one: a stop cuts it short.
         """
-        rows = self.rows.values()
-        return sum(row.last.count * 1000 / (row.last.end_ms - row.last.start_ms) for row in rows)
+        windows = [row.complete or row.last for row in self.rows.values()]
+        return sum(w.count * 1000 / (w.end_ms - w.start_ms) for w in windows)
 
     def lag_seconds(self, now: datetime) -> float | None:
         """How far the newest window's end trails `now`; never less than 0, since a

@@ -32,7 +32,7 @@ from pathlib import Path
 from subprocess import Popen
 
 import psycopg2
-from confluent_kafka import ConsumerGroupState, KafkaException
+from confluent_kafka import ConsumerGroupState, KafkaException, Message
 from confluent_kafka.admin import AdminClient
 from filelock import FileLock, Timeout
 from pydantic import Field, NonNegativeFloat, PositiveInt, SecretStr, model_validator
@@ -47,6 +47,7 @@ from sensor_lib.metrics import scrape
 from sensor_lib.polling import Deadline
 from sensor_lib.postgres_server import PostgresServer
 from sensor_lib.postgres_sink import count_rows, prepare_table, redact
+from sensor_lib.readings import InvalidReading, parse_reading
 from sensor_lib.servers import find_free_port, is_listening
 from sensor_lib.settings import BrokerSettings, TopicSettings, load_settings
 from sensor_lib.stop_signals import StopSignals
@@ -282,19 +283,39 @@ def last_counts(metrics_port: int) -> dict[str, float] | None:
         return None
 
 
+def count_readings(broker: DemoSettings) -> str:
+    """The readings on the raw topic: read from the topic itself, so a processor that
+    read some twice (after a broker restart) does not count them twice."""
+
+    def is_reading(message: Message) -> bool:
+        try:
+            return parse_reading(message.value() or b"")["value"] is not None
+        except InvalidReading:
+            return False
+
+    try:
+        return str(len(read_to_end(broker, broker.raw_topic, keep=is_reading)))
+    except (KafkaException, TimeoutError):
+        return "?"
+
+
 def closing_summary(
-    processor: dict[str, float] | None, elapsed: float, rows: str = "?", table: str = ""
+    readings: str,
+    processor: dict[str, float] | None,
+    elapsed: float,
+    rows: str = "?",
+    table: str = "",
 ) -> str:
-    """`1234 readings, 250 windows, 0 dead letters, 250 rows in sensor_windows in 25.3 s`,
-    from the processor's last counters and the table; `?` and a note if it had none."""
+    """`1234 readings, 250 windows, 0 dead letters, 250 rows in sensor_windows in 25.3 s`:
+    the readings on the raw topic, the processor's last counters and the table's rows;
+    `?` and a note where the processor had none."""
     stored = f", {rows} rows in {table}" if table else ""
     if processor is None:
-        counts, unsaid = ("?", "?", "?"), "; the processor stopped before reporting"
+        windows, dead, unsaid = "?", "?", "; the processor stopped before reporting"
     else:
-        names = ("readings", "windows_emitted", "dead_letters")
-        counts = tuple(str(int(processor.get(f"sensor_processor_{n}_total", 0))) for n in names)
+        windows = str(int(processor.get("sensor_processor_windows_emitted_total", 0)))
+        dead = str(int(processor.get("sensor_processor_dead_letters_total", 0)))
         unsaid = ""
-    readings, windows, dead = counts
     return (
         f"{readings} readings, {windows} windows, {dead} dead letters{stored} "
         f"in {elapsed:.1f} s{unsaid}"
@@ -420,6 +441,7 @@ def main(argv: list[str] | None = None) -> int:
                 if early := next((n for n, p in scripts.items() if p.poll() is not None), None):
                     break
             waited, processor = stop_in_order(broker, scripts, ports["processor"], stop, early)
+            readings = count_readings(broker) if not stop.hurry.is_set() else "?"
             try:
                 rows = str(count_rows(url, settings.sink_table))
             except psycopg2.Error:
@@ -436,7 +458,8 @@ def main(argv: list[str] | None = None) -> int:
         say(f"the {early} exited early with status {scripts[early].returncode}")
     if waited:
         say(f"the last windows may be missing: {waited}")
-    say(closing_summary(processor, time.monotonic() - started, rows, settings.sink_table))
+    elapsed = time.monotonic() - started
+    say(closing_summary(readings, processor, elapsed, rows, settings.sink_table))
     failed = [
         f"{name} (status {p.returncode})"
         for name, p in scripts.items()

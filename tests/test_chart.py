@@ -4,16 +4,25 @@ from __future__ import annotations
 
 import logging
 import math
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
-from test_viewer import RECORDED, T0, FakeMessage, aggregate_message, ms
 
-from helpers import Script, consume_count, create_topic, produce, reading, run_script
+from helpers import (
+    RECORDED,
+    T0,
+    FakeMessage,
+    TopicNames,
+    aggregate_message,
+    consume_count,
+    create_topic,
+    ms,
+    produce,
+    reading,
+    run_script,
+)
 from sensor_lib.aggregates import parse_aggregate
 from sensor_lib.consuming import read_to_end
 from sensor_lib.errors import UsageError
@@ -98,9 +107,9 @@ class RealRun:
 
 
 @pytest.fixture(scope="module")
-def real_run(broker_address: str, tmp_path_factory: pytest.TempPathFactory) -> RealRun:
-    prefix = f"viewer_chart_{uuid.uuid4().hex[:8]}"
-    run = RealRun(broker_address, f"{prefix}-raw", f"{prefix}-agg")
+def real_run(broker_address: str, start_processor) -> RealRun:
+    names = TopicNames("chart_real_run")
+    run = RealRun(broker_address, names.raw, names.agg)
     now = datetime.now(UTC)
     base = now.replace(second=now.second // 10 * 10, microsecond=0) - timedelta(seconds=60)
     messages: list[tuple[str | bytes | None, bytes | None]] = [
@@ -112,13 +121,7 @@ def real_run(broker_address: str, tmp_path_factory: pytest.TempPathFactory) -> R
     create_topic(broker_address, run.raw)
     create_topic(broker_address, run.agg)  # a reader subscribed to a missing topic never sees it
     produce(broker_address, run.raw, messages)
-    state_dir = tmp_path_factory.mktemp("state")
-    with Script(
-        "sensor_stream_processor.py",
-        *("--broker-address", broker_address, "--raw-topic", run.raw, "--agg-topic", run.agg),
-        *("--consumer-group", f"{prefix}-group", "--state-dir", str(state_dir)),
-        *("--partitions", "1"),
-    ) as processor:
+    with start_processor(names, "--partitions", "1") as processor:
         consume_count(broker_address, run.agg, 6, timeout=90)
         assert processor.stop() == 0
     return run
@@ -166,7 +169,7 @@ def test_chart_figure_from_a_real_run_has_the_right_series(real_run: RealRun) ->
 
 @pytest.mark.integration
 def test_chart_of_a_missing_topic_exits_1_with_one_line(
-    broker_address: str, names: Any, tmp_path: Path
+    broker_address: str, names: TopicNames, tmp_path: Path
 ) -> None:
     create_topic(broker_address, names.agg)
     result = run_script(

@@ -1,59 +1,133 @@
-"""Prometheus metrics: each script's /metrics, scraped and parsed, against the run's own counts.
+"""Prometheus metrics: what each script's counters say, and its /metrics against a run.
 
-The pipeline runs once on a known stream with a few bad messages (module fixture);
-each test scrapes an endpoint with urllib and parses it with prometheus_client's
-parser. The producer is scraped while it idles between readings, so its counts
-hold still.
+Without a broker, the processor's first step is fed every kind of message, and its
+counters must count each one once, so that the readings metric counts readings only.
+With one, the pipeline runs once on a known stream with a few bad messages (module
+fixture); each test scrapes an endpoint with urllib and parses it with
+prometheus_client's parser. The producer is scraped while it idles between readings,
+so its counts hold still.
 """
 
 from __future__ import annotations
 
 import socket
-import time
 import urllib.request
+from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from quixstreams.models import SerializationContext
 
-from conftest import TopicNames
-from helpers import Script, create_topic, produce, read_to_end, reading, run_script, sink, table
+from helpers import (
+    Script,
+    TopicNames,
+    create_topic,
+    encode_stream,
+    model_of,
+    produce,
+    read_to_end,
+    reading,
+    run_script,
+    sensor_stream,
+    table,
+    while_running,
+)
+from sensor_lib.dead_letters import current
+from sensor_lib.metrics import ConsumerLag, processor_metrics
+from sensor_lib.polling import wait_until
 from sensor_lib.servers import find_free_port
-from test_reliability import encode_stream, model_of, processor, sensor_stream
+from sensor_stream_processor import Counters, DeadLetters, ReadingDeserializer
 
-pytestmark = pytest.mark.integration
+# --- The processor's counts, without a broker ------------------------------------------
+
+
+class DeadLettersKept:
+    """A DeadLetterSink that keeps what it would write: (key, value, reason)."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.sent: list[tuple[bytes | None, bytes | None, str]] = []
+
+    def send(self, key: bytes | None, value: bytes | None, headers: Any, reason: str, *_: Any):
+        self.sent.append((key, value, reason))
+        self.counts[reason] += 1
+
+
+CONTEXT = SerializationContext("raw", "value")
+WATERMARK = b'{"ts": "2026-11-26T00:00:09Z", "watermark": true}'
+# Every kind of message the first step sees, and what it is.
+FIRST_STEP = [
+    (b"Sensor1", reading("2026-11-26T00:00:01Z", 20.5), "reading"),
+    (b"Sensor1", WATERMARK, "watermark"),
+    (None, WATERMARK, "no-key"),  # a watermark without a sensor is a dead letter, not a watermark
+    (None, reading("2026-11-26T00:00:02Z", 1.0), "no-key"),
+    (b"Sensor2", None, "invalid-json"),  # a null value: never deserialized
+    (b"Sensor2", b"not json", "invalid-json"),
+    (b"Sensor2", b'{"ts": "yesterday", "value": 1.0}', "bad-ts"),
+    (b"Sensor2", reading("2026-11-26T00:00:03Z", 21.0), "reading"),
+]
+
+
+def test_the_first_step_counts_each_message_once_and_the_readings_metric_only_readings() -> None:
+    counters = Counters(grace_ms=1000)
+    dead = DeadLettersKept()
+    first_step = DeadLetters(dead, counters)  # type: ignore[arg-type]
+    deserialize = ReadingDeserializer()
+    kept = []
+    for key, payload, _ in FIRST_STEP:
+        # As Quix Streams does: a null value is handed on without deserializing.
+        value = None if payload is None else deserialize(payload, CONTEXT)
+        if first_step.keep_readings(value, key, 0, None):
+            kept.append(key)
+    kinds = Counter(kind for _, _, kind in FIRST_STEP)
+    assert kept == [b"Sensor1", b"Sensor1", b"Sensor2"]  # the readings and the keyed watermark
+    assert dead.sent == [(k, p, kind) for k, p, kind in FIRST_STEP if k is None or p is None] + [
+        (b"Sensor2", b"not json", "invalid-json"),
+        (b"Sensor2", b'{"ts": "yesterday", "value": 1.0}', "bad-ts"),
+    ]
+    collected = processor_metrics(counters, dead, current, ConsumerLag())()
+    found = {
+        (sample.name, sample.labels.get("reason")): sample.value
+        for family in collected
+        for sample in family.samples
+    }
+    assert found[("sensor_processor_messages_total", None)] == len(FIRST_STEP)
+    assert found[("sensor_processor_readings_total", None)] == kinds["reading"]
+    assert found[("sensor_processor_watermarks_total", None)] == kinds["watermark"]
+    for reason in ("no-key", "invalid-json", "bad-ts"):
+        assert found[("sensor_processor_dead_letters_total", reason)] == kinds[reason]
+
+
+# --- /metrics, scraped from a run -------------------------------------------------------
 
 STREAM = sensor_stream(sensors=4, seconds=60, per_second=2, seed=25)
 BAD = [
     ("Sensor1", b"not json"),
+    ("Sensor1", None),
     ("Sensor2", b'{"ts": "2026-11-26T00:00:01Z"}'),
     (None, reading("2026-11-26T00:00:02Z", 1.0)),
+    (None, b'{"ts": "2026-11-26T00:00:03Z", "watermark": true}'),
     ("Sensor3", b"[1]"),
 ]
-BAD_REASONS = {"invalid-json": 1, "missing-value": 1, "no-key": 1, "not-an-object": 1}
+BAD_REASONS = {"invalid-json": 2, "missing-value": 1, "no-key": 2, "not-an-object": 1}
 
 
-def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample at http://127.0.0.1:<port>/metrics: (name, labels) -> value."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        text = response.read().decode()
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float] | None:
+    """Every sample at http://127.0.0.1:<port>/metrics, (name, labels) -> value; None
+    while nothing answers there."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            text = response.read().decode()
+    except OSError:
+        return None
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
         for family in text_string_to_metric_families(text)
         for sample in family.samples
     }
-
-
-def poll(check, script: Script, timeout: float = 60.0):
-    """`check()`'s result once it is truthy; fail after `timeout` s or if `script` exits."""
-    deadline = time.monotonic() + timeout
-    while not (found := check()):
-        assert script.process.poll() is None, script.output()
-        assert time.monotonic() < deadline, f"not within {timeout}s"
-        time.sleep(0.5)
-    return found
 
 
 @dataclass
@@ -66,7 +140,7 @@ class Run:
 
 
 @pytest.fixture(scope="module")
-def run(broker_address: str, postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Run:
+def run(broker_address: str, postgres_url: str, start_processor, start_sink) -> Run:
     names = TopicNames("metrics_pipeline")
     messages = encode_stream(STREAM)
     create_topic(broker_address, names.raw, partitions=3)
@@ -74,24 +148,15 @@ def run(broker_address: str, postgres_url: str, tmp_path_factory: pytest.TempPat
     produce(broker_address, names.raw, [*BAD, *messages])
     produce(broker_address, names.agg, [("Sensor9", b"{}")])  # not an aggregate, for the sink
     ports = find_free_port(), find_free_port()
-    state = tmp_path_factory.mktemp("state")
     with (
-        processor(broker_address, names, state, "--metrics-port", str(ports[0])) as aggregating,
-        sink(broker_address, names, postgres_url, "--metrics-port", str(ports[1])) as storing,
+        start_processor(names, "--metrics-port", str(ports[0])) as aggregating,
+        start_sink(names, "--metrics-port", str(ports[1])) as storing,
     ):
         windows = len(model_of(STREAM).windows) + 1  # and the one that is no aggregate
-        processed = poll(
-            lambda: caught_up(
-                ports[0], "sensor_processor_messages_total", len(BAD) + len(messages)
-            ),
-            aggregating,
-            timeout=90,
+        processed = scraped_when_caught_up(
+            ports[0], "sensor_processor_messages_total", len(BAD) + len(messages), aggregating
         )
-        stored = poll(
-            lambda: caught_up(ports[1], "sensor_sink_aggregates_total", windows),
-            storing,
-            timeout=90,
-        )
+        stored = scraped_when_caught_up(ports[1], "sensor_sink_aggregates_total", windows, storing)
         result = Run(processed, stored, windows - 1, table(postgres_url, names.table), "")
         assert aggregating.stop() == 0
         assert storing.stop() == 0
@@ -99,17 +164,24 @@ def run(broker_address: str, postgres_url: str, tmp_path_factory: pytest.TempPat
     return result
 
 
-def caught_up(port: int, read: str, expected: int) -> dict | None:
-    """The scrape once `read` reaches `expected` and librdkafka reports, for each of the
-    three partitions, that no message is left."""
-    if (found := scrape_if_up(port)) is None:
-        return None
-    lag = [value for (name, _), value in found.items() if name.endswith("_consumer_lag_messages")]
-    done = found.get((read, ()), 0) >= expected and len(lag) == 3 and not any(lag)
-    return found if done else None
+def scraped_when_caught_up(port: int, counter: str, expected: int, script: Script) -> dict:
+    """The scrape once `counter` reaches `expected` and librdkafka reports, for each of
+    the three partitions, that no message is left."""
+
+    def caught_up() -> dict | None:
+        if (found := scrape(port)) is None:
+            return None
+        lag = [v for (name, _), v in found.items() if name.endswith("_consumer_lag_messages")]
+        done = found.get((counter, ()), 0) >= expected and len(lag) == 3 and not any(lag)
+        return found if done else None
+
+    what = f"{counter} reaching {expected}, and no lag, at port {port}"
+    return wait_until(while_running(caught_up, script), 90, interval=0.5, what=what)
 
 
+@pytest.mark.integration
 def test_the_processor_counts_what_it_read_emitted_and_dead_lettered(run: Run) -> None:
+    # Counted here from the stream, independently of the processor's own counters.
     model = model_of(STREAM)
     watermarks = sum(value is None for _, _, value in STREAM)
     readings = len(STREAM) - watermarks
@@ -120,7 +192,8 @@ def test_the_processor_counts_what_it_read_emitted_and_dead_lettered(run: Run) -
     }
     assert dead == BAD_REASONS
     assert run.processor[("sensor_processor_messages_total", ())] == len(BAD) + len(STREAM)
-    assert run.processor[("sensor_processor_readings_total", ())] == readings  # no keyless one
+    # None of BAD is a reading: not the keyless one, nor the keyless watermark, nor a null.
+    assert run.processor[("sensor_processor_readings_total", ())] == readings
     assert run.processor[("sensor_processor_watermarks_total", ())] == watermarks
     assert run.processor[("sensor_processor_windows_emitted_total", ())] == len(model.windows)
     assert run.processor[("sensor_processor_readings_aggregated_total", ())] == readings
@@ -131,6 +204,7 @@ def test_the_processor_counts_what_it_read_emitted_and_dead_lettered(run: Run) -
     assert f"windows emitted={len(model.windows)}" in run.processor_output
 
 
+@pytest.mark.integration
 def test_the_sink_counts_the_rows_it_wrote_and_what_it_dead_lettered(run: Run) -> None:
     assert run.sink[("sensor_sink_aggregates_total", ())] == run.windows + 1
     assert run.sink[("sensor_sink_rows_written_total", ())] == len(run.table) == run.windows
@@ -140,38 +214,27 @@ def test_the_sink_counts_the_rows_it_wrote_and_what_it_dead_lettered(run: Run) -
     assert run.sink[("sensor_sink_write_seconds_count", ())] >= 1  # a round trip per batch
 
 
+@pytest.mark.integration
 def test_the_producer_counts_what_it_sent_and_the_broker_confirmed(
-    broker_address: str, names: TopicNames
+    broker_address: str, names: TopicNames, start_producer
 ) -> None:
     port = find_free_port()
     # 600 s of history at one reading per 20 s: 30 readings at once, a 31st live, then a
     # pause of 20 s in which the counts hold still.
-    with Script(
-        "sensor_stream_producer.py",
-        "--broker-address",
-        broker_address,
-        "--raw-topic",
-        names.raw,
-        "--count",
-        "0",
-        "--rate",
-        "0.05",
-        "--backfill-seconds",
-        "600",
-        "--sensors",
-        "3",
-        "--idle-watermark-seconds",
-        "0",
-        "--metrics-port",
-        str(port),
-    ) as producing:
-        found = poll(
-            lambda: (
-                (s := scrape_if_up(port))
-                and s[("sensor_producer_readings_delivered_total", ())] == 31
-                and s
-            ),
-            producing,
+    flags = ["--count", "0", "--rate", "0.05", "--backfill-seconds", "600", "--sensors", "3"]
+    flags += ["--idle-watermark-seconds", "0", "--metrics-port", str(port)]
+    with start_producer(names, *flags) as producing:
+
+        def delivered_31() -> dict | None:
+            found = scrape(port)
+            delivered = found and found[("sensor_producer_readings_delivered_total", ())]
+            return found if delivered == 31 else None
+
+        found = wait_until(
+            while_running(delivered_31, producing),
+            60,
+            interval=0.5,
+            what="the producer's /metrics counting 31 readings delivered",
         )
         on_topic = len(read_to_end(broker_address, names.raw))
         assert producing.stop() == 0
@@ -182,13 +245,7 @@ def test_the_producer_counts_what_it_sent_and_the_broker_confirmed(
     assert "Delivered 31 of 31 readings" in producing.output()
 
 
-def scrape_if_up(port: int) -> dict | None:
-    try:
-        return scrape(port)
-    except OSError:
-        return None
-
-
+@pytest.mark.integration
 @pytest.mark.parametrize("script", ["sensor_stream_processor.py", "sensor_stream_sink.py"])
 def test_a_metrics_port_that_is_taken_is_one_line_naming_metrics_port(script: str) -> None:
     with socket.socket() as taken:
@@ -202,11 +259,9 @@ def test_a_metrics_port_that_is_taken_is_one_line_naming_metrics_port(script: st
     assert "(METRICS_HOST:METRICS_PORT): Address already in use; set METRICS_PORT" in line
 
 
-def test_without_metrics_port_nothing_listens(
-    broker_address: str, names: TopicNames, tmp_path: Path
-) -> None:
-    create_topic(broker_address, names.raw)
-    with processor(broker_address, names, tmp_path / "state") as aggregating:
+@pytest.mark.integration
+def test_without_metrics_port_nothing_listens(names: TopicNames, start_processor) -> None:
+    with start_processor(names) as aggregating:  # it creates its topics
         aggregating.wait_for_output("The application started")
         listening = [
             c

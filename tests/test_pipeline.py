@@ -1,101 +1,34 @@
-"""The producer and processor as real subprocesses against a real broker."""
+"""The scripts as subprocesses against a real broker: windows checked value by value
+against the reference model, with out-of-order, late and bad input, a quiet sensor, and
+producer, processor and sink together into PostgreSQL."""
 
 from __future__ import annotations
 
 import json
 import re
 import signal
-import time
 import uuid
-from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from helpers import (
-    Record,
-    Script,
+    BASE_MS,
+    GRACE_MS,
+    WINDOW_MS,
+    approx_means,
+    as_windows,
     create_topic,
+    encode_stream,
+    model_of_records,
     produce,
     read_to_end,
-    reading,
-    run_script,
-    sink,
     table,
     wait_until_caught_up,
 )
 from reference_model import expected_windows
-from sensor_lib.servers import find_free_port
 
 pytestmark = pytest.mark.integration
-
-BASE = datetime(2026, 11, 26, tzinfo=UTC)
-BASE_MS = 1_795_651_200_000  # BASE in epoch milliseconds
-WINDOW_MS = 10_000
-GRACE_MS = 1_000
-
-
-def iso(offset_ms: int, style: int) -> str:
-    """The same instant written five ways the extractor must all accept."""
-    moment = BASE + timedelta(milliseconds=offset_ms)
-    match style % 5:
-        case 0:
-            return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        case 1:
-            return moment.astimezone(timezone(timedelta(hours=2))).isoformat()
-        case 2:
-            return moment.replace(tzinfo=None).isoformat(timespec="milliseconds")
-        case 3:
-            return moment.astimezone(timezone(timedelta(hours=-5, minutes=-30))).isoformat()
-        case _:
-            return moment.isoformat(timespec="microseconds")
-
-
-def encode(readings: list[tuple[str, int, float]]) -> list[tuple[str, bytes]]:
-    return [(s, reading(iso(t, i), v)) for i, (s, t, v) in enumerate(readings)]
-
-
-def start_processor(address: str, names: object, tmp_path: Path, *extra: str) -> Script:
-    script = Script(
-        "sensor_stream_processor.py",
-        "--broker-address",
-        address,
-        "--raw-topic",
-        names.raw,
-        "--agg-topic",
-        names.agg,
-        "--consumer-group",
-        names.group,
-        "--state-dir",
-        str(tmp_path / "state"),
-        *extra,
-    )
-    script.wait_for_output("The application started", timeout=60)
-    return script
-
-
-def as_windows(records: list[Record]) -> dict[tuple[str, int], dict[str, object]]:
-    windows: dict[tuple[str, int], dict[str, object]] = {}
-    for record in records:
-        value = record.json()
-        key = (record.key, value["start"])
-        assert key not in windows, f"window emitted twice: {key}"
-        assert record.timestamp_ms == value["start"]
-        windows[key] = value
-    return windows
-
-
-def approx_means(windows: dict[tuple[str, int], dict]) -> dict[tuple[str, int], dict]:
-    return {
-        key: {
-            **w,
-            "temperature": {
-                **w["temperature"],
-                "mean": pytest.approx(w["temperature"]["mean"], rel=1e-12),
-            },
-        }
-        for key, w in windows.items()
-    }
 
 
 # Offsets in ms from BASE. Sensor1 exercises grace to the millisecond.
@@ -121,14 +54,14 @@ DATASET = [
 
 
 def test_processor_emits_exactly_the_expected_windows(
-    broker_address: str, names, tmp_path: Path
+    broker_address: str, names, start_processor
 ) -> None:
     create_topic(broker_address, names.raw, partitions=3)
-    produce(broker_address, names.raw, encode(DATASET))
+    produce(broker_address, names.raw, encode_stream(DATASET))
     model = expected_windows([(s, BASE_MS + t, v) for s, t, v in DATASET], WINDOW_MS, GRACE_MS)
     assert (len(model.windows), len(model.late)) == (5, 2)  # the dataset does what it says
 
-    with start_processor(broker_address, names, tmp_path) as processor:
+    with start_processor(names) as processor:
         wait_until_caught_up(
             broker_address, names.group, names.raw, len(DATASET), scripts=[processor]
         )
@@ -145,13 +78,13 @@ def test_processor_emits_exactly_the_expected_windows(
 
 
 def test_a_quiet_sensor_keeps_its_last_window_until_it_reports_again(
-    broker_address: str, names, tmp_path: Path
+    broker_address: str, names, start_processor
 ) -> None:
     chatty = [("Sensor1", t, 20.0 + t / 10_000) for t in range(0, 60_000, 2_000)]
     quiet = [("Sensor3", 1_000, 5.0), ("Sensor3", 4_000, 7.0)]
     create_topic(broker_address, names.raw, partitions=3)
-    produce(broker_address, names.raw, encode(quiet + chatty))
-    with start_processor(broker_address, names, tmp_path) as processor:
+    produce(broker_address, names.raw, encode_stream(quiet + chatty))
+    with start_processor(names) as processor:
         wait_until_caught_up(
             broker_address, names.group, names.raw, len(quiet) + len(chatty), scripts=[processor]
         )
@@ -159,7 +92,7 @@ def test_a_quiet_sensor_keeps_its_last_window_until_it_reports_again(
         # Sensor1's clock is at 58 s, but Sensor3's window [0, 10 s) waits for Sensor3.
         assert sorted(windows) == [("Sensor1", BASE_MS + s) for s in range(0, 50_000, 10_000)]
 
-        produce(broker_address, names.raw, encode([("Sensor3", 12_000, 6.0)]))
+        produce(broker_address, names.raw, encode_stream([("Sensor3", 12_000, 6.0)]))
         wait_until_caught_up(
             broker_address,
             names.group,
@@ -192,11 +125,11 @@ BAD_MESSAGES: list[tuple[str | None, bytes]] = [
 
 
 def test_bad_input_is_skipped_with_a_warning_and_good_readings_still_count(
-    broker_address: str, names, tmp_path: Path
+    broker_address: str, names, start_processor
 ) -> None:
     good = [("Sensor1", t, float(t % 7)) for t in range(0, 24_000, 1_500)]
     messages: list[tuple[str | None, bytes]] = []
-    for i, message in enumerate(encode(good)):
+    for i, message in enumerate(encode_stream(good)):
         messages.append(message)
         if i < len(BAD_MESSAGES):
             messages.append(BAD_MESSAGES[i])
@@ -204,7 +137,7 @@ def test_bad_input_is_skipped_with_a_warning_and_good_readings_still_count(
     produce(broker_address, names.raw, messages)
     model = expected_windows([(s, BASE_MS + t, v) for s, t, v in good], WINDOW_MS, GRACE_MS)
 
-    with start_processor(broker_address, names, tmp_path) as processor:
+    with start_processor(names) as processor:
         wait_until_caught_up(
             broker_address, names.group, names.raw, len(messages), scripts=[processor]
         )
@@ -227,25 +160,12 @@ def test_bad_input_is_skipped_with_a_warning_and_good_readings_still_count(
 
 
 def test_producer_count_makes_exactly_that_many_well_formed_messages(
-    broker_address: str, names
+    broker_address: str, names, start_producer
 ) -> None:
-    result = run_script(
-        "sensor_stream_producer.py",
-        "--broker-address",
-        broker_address,
-        "--raw-topic",
-        names.raw,
-        "--count",
-        "60",
-        "--sensors",
-        "4",
-        "--rate",
-        "0",
-        "--seed",
-        "3",
-    )
-    assert result.returncode == 0, result.stderr
-    assert "Delivered 60 of 60 readings" in result.stderr
+    flags = ["--count", "60", "--sensors", "4", "--rate", "0", "--seed", "3"]
+    with start_producer(names, *flags) as producer:
+        assert producer.wait() == 0, producer.output()
+    assert "Delivered 60 of 60 readings" in producer.output()
     records = read_to_end(broker_address, names.raw)
     readings = [r for r in records if "watermark" not in r.json()]
     watermarks = [r for r in records if "watermark" in r.json()]
@@ -269,34 +189,19 @@ def test_producer_count_makes_exactly_that_many_well_formed_messages(
 
 
 def test_producer_processor_and_sink_together_store_exactly_the_expected_windows(
-    broker_address: str, names, tmp_path: Path, postgres_url: str
+    broker_address: str, names, postgres_url: str, start_producer, start_processor, start_sink
 ) -> None:
+    one_second_windows = ["--window-seconds", "1", "--grace-seconds", "0"]
     with (
-        start_processor(
-            broker_address, names, tmp_path, "--window-seconds", "1", "--grace-seconds", "0"
-        ) as processor,
-        sink(broker_address, names, postgres_url) as storing,
+        start_processor(names, *one_second_windows) as processor,
+        start_sink(names) as storing,
+        start_producer(names, "--count", "150", "--sensors", "3", "--rate", "50") as producer,
     ):
-        producer = run_script(
-            "sensor_stream_producer.py",
-            "--broker-address",
-            broker_address,
-            "--raw-topic",
-            names.raw,
-            "--count",
-            "150",
-            "--sensors",
-            "3",
-            "--rate",
-            "50",
-        )
-        assert producer.returncode == 0, producer.stderr
+        assert producer.wait() == 0, producer.output()
         raw = read_to_end(broker_address, names.raw)
         assert len(raw) == 150 + 3  # and a watermark per sensor when the producer stopped
         wait_until_caught_up(broker_address, names.group, names.raw, len(raw), scripts=[processor])
-        model = expected_windows(
-            [(r.key, r.timestamp_ms, r.json().get("value")) for r in raw], 1_000, 0
-        )
+        model = model_of_records(raw, 1_000, 0)
         assert model.open_windows == {}  # the watermarks closed even the last windows
         assert len(model.windows) >= 9  # 3 s of readings: at least three windows each
         windows = as_windows(read_to_end(broker_address, names.agg))
@@ -308,23 +213,3 @@ def test_producer_processor_and_sink_together_store_exactly_the_expected_windows
         assert table(postgres_url, names.table) == approx_means(model.windows)  # one row each
         assert processor.stop() == 0
         assert storing.stop() == 0
-
-
-@pytest.mark.parametrize("script", ["sensor_stream_producer.py", "sensor_stream_processor.py"])
-def test_missing_broker_is_one_clear_line(script: str) -> None:
-    address = f"127.0.0.1:{find_free_port()}"
-    started = time.monotonic()
-    result = run_script(script, "--broker-address", address, "--broker-timeout", "2", timeout=30)
-    assert result.returncode == 1
-    assert time.monotonic() - started < 20
-    errors = [line for line in result.stderr.splitlines() if "ERROR" in line]
-    assert len(errors) == 1, result.stderr
-    assert address in errors[0]
-    # Issue 9, item 4: what fits each setup, all on that one line.
-    for way in (
-        "`docker compose up -d` (Redpanda",
-        "`make broker` (embedded, no Docker)",
-        "`make kafka` (Apache Kafka",
-    ):
-        assert way in errors[0]
-    assert "Traceback" not in result.stderr

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import psycopg2
 import pytest
-from certificates import Certificates, make_certificates
 
+from certificates import Certificates, make_certificates
 from helpers import (
     RECORDED,
     TopicNames,

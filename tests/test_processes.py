@@ -1,11 +1,10 @@
 """A stop signal stops us, whatever the main thread was doing when it came.
 
-Python raises the KeyboardInterrupt wherever the main thread is; inside
-confluent-kafka's C code it has come out as a TypeError (CI, a benchmark's
-Consumer()) and has been lost (CI, the viewer waiting for a silent broker), and in
-an at-fork handler it was printed and dropped (CI, a benchmark starting a
-processor). The blocks here must stop all the same, with no traceback, and an
-error with no signal stays an error.
+Python raises the KeyboardInterrupt wherever the main thread is. Inside a C callback
+(confluent-kafka's) it can come out as another error, or be swallowed; where Python
+cannot raise (an at-fork handler, a __del__) it is printed and dropped. The blocks
+here must stop all the same, with no traceback, and an error with no signal stays an
+error.
 """
 
 from __future__ import annotations
@@ -14,13 +13,11 @@ import socket
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
-from processes import command_of, poll_until, running
+from helpers import REPO, wait_until_stopped
 
-REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.integration  # each test runs a block in a process of its own
 
 BENCHMARK = """
@@ -42,8 +39,8 @@ except KeyboardInterrupt:
 SIGNAL = "os.kill(os.getpid(), signal.{}); time.sleep(20)"
 # What a C callback can do with it: swallow it whole, so the block runs on to its end.
 SWALLOWED = f"try:\n    {SIGNAL}\nexcept KeyboardInterrupt:\n    pass"
-# What confluent-kafka's Consumer() did with a SIGTERM that came while it read its
-# configuration: the KeyboardInterrupt came out as a TypeError.
+# What a C callback can make of it: confluent-kafka's Consumer(), stopped while it reads
+# its configuration, raises a TypeError in its place.
 TURNED_INTO_A_TYPE_ERROR = f"""try:
     {SIGNAL}
 except KeyboardInterrupt:
@@ -140,9 +137,9 @@ print("the broker answered", flush=True)"""
 
 
 def test_starting_a_child_runs_no_python_here_while_it_forks() -> None:
-    # CI saw a benchmark's SIGTERM land in logging's at-fork handler as it started a
-    # processor: Python printed that KeyboardInterrupt's traceback ("Exception ignored
-    # in") and dropped it. With no at-fork handler run, such a signal cannot land there.
+    # A KeyboardInterrupt raised in an at-fork handler (logging has one) is printed
+    # ("Exception ignored in") and dropped. start_child runs none, so a stop that comes
+    # while it starts a child is not lost there.
     body = """os.register_at_fork(after_in_parent=lambda: os.kill(os.getpid(), signal.SIGTERM))
 print("the child exited with", start_child(["true"]).wait(), flush=True)"""
     done = run_block(BENCHMARK, body)
@@ -161,4 +158,4 @@ print(child.pid, flush=True)
 os.kill(os.getpid(), signal.SIGKILL)"""
     done = run_block(BENCHMARK, body)
     child = int(done.stdout)
-    poll_until(lambda: not running(child), 5, lambda: f"{command_of(child)} outlived us")
+    wait_until_stopped([child], 5)

@@ -15,96 +15,44 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SCRAM_USER, Broker
 from helpers import (
+    BASE_MS,
+    GRACE_MS,
+    SCRAM_USER,
+    WINDOW_MS,
+    Broker,
     Record,
     Script,
+    Stream,
+    approx_means,
+    as_windows,
     consume,
     create_topic,
+    encode_stream,
+    iso,
+    model_of_records,
+    one_error_line,
     produce,
     read_to_end,
     reading,
-    run_script,
+    stream_messages,
     wait_until_caught_up,
+    while_running,
+    windows_allowing_identical_repeats,
 )
-from reference_model import Expected, expected_windows
+from reference_model import expected_windows
 from sensor_lib.embedded_broker import EmbeddedBroker
+from sensor_lib.polling import Deadline, wait_until
 from sensor_lib.servers import ServerProcess, find_free_port
-from test_pipeline import BASE_MS, GRACE_MS, WINDOW_MS, approx_means, as_windows, iso
 
 pytestmark = pytest.mark.integration
-
-Stream = list[tuple[str, int, float | None]]
-
-
-def sensor_stream(sensors: int, seconds: int, per_second: int, seed: int) -> Stream:
-    """Readings every 1/per_second s per sensor, a little out of order, then final watermarks."""
-    rng = random.Random(seed)
-    stream: Stream = []
-    for step in range(seconds * per_second):
-        for n in range(1, sensors + 1):
-            jitter = rng.randint(0, 400)  # within the 1 s grace
-            stream.append(
-                (f"Sensor{n}", step * 1000 // per_second + jitter, round(rng.uniform(15, 30), 2))
-            )
-    end = seconds * 1000 + 400
-    stream += [(f"Sensor{n}", end + WINDOW_MS + GRACE_MS, None) for n in range(1, sensors + 1)]
-    return stream
-
-
-def encode_stream(stream: Stream) -> list[tuple[str, bytes]]:
-    messages = []
-    for i, (sensor, offset_ms, value) in enumerate(stream):
-        if value is None:
-            payload = json.dumps({"ts": iso(offset_ms, 0), "watermark": True}).encode()
-        else:
-            payload = reading(iso(offset_ms, i), value)
-        messages.append((sensor, payload))
-    return messages
-
-
-def model_of(stream: Stream) -> Expected:
-    model = expected_windows([(s, BASE_MS + t, v) for s, t, v in stream], WINDOW_MS, GRACE_MS)
-    assert model.open_windows == {}  # the final watermarks close every window
-    return model
-
-
-def processor(address: str, names, state_dir: Path, *extra: str) -> Script:
-    return Script(
-        "sensor_stream_processor.py",
-        "--broker-address",
-        address,
-        "--raw-topic",
-        names.raw,
-        "--agg-topic",
-        names.agg,
-        "--consumer-group",
-        names.group,
-        "--state-dir",
-        str(state_dir),
-        "--commit-interval",
-        "1",
-        *extra,
-    )
-
-
-def windows_allowing_identical_repeats(records: list[Record]) -> dict:
-    """At-least-once: a window may be emitted again after a crash, but only with equal values."""
-    seen: dict[tuple[str, int], dict] = {}
-    for record in records:
-        value = record.json()
-        key = (record.key, value["start"])
-        if key in seen:
-            assert seen[key] == value, f"{key} emitted twice with different values"
-        seen[key] = value
-    return seen
 
 
 # --- Dead letters -------------------------------------------------------------
 
 
 def test_bad_and_late_messages_go_unchanged_to_the_dead_letter_topic(
-    broker_address: str, names, tmp_path: Path
+    broker_address: str, names, start_processor
 ) -> None:
     rng = random.Random(2026)
     good: Stream = [("Sensor1", t, float(t % 13)) for t in range(0, 30_000, 250)]
@@ -137,7 +85,7 @@ def test_bad_and_late_messages_go_unchanged_to_the_dead_letter_topic(
 
     create_topic(broker_address, names.raw, partitions=2)
     produce(broker_address, names.raw, messages)
-    with processor(broker_address, names, tmp_path / "state", "--summary-interval", "1") as proc:
+    with start_processor(names, "--summary-interval", "1") as proc:
         proc.wait_for_output("The application started")
         wait_until_caught_up(
             broker_address, names.group, names.raw, len(messages), timeout=90, scripts=[proc]
@@ -172,7 +120,7 @@ def test_bad_and_late_messages_go_unchanged_to_the_dead_letter_topic(
 
 
 def test_bad_messages_last_on_their_partition_are_committed_once_dead_lettered(
-    broker_address: str, names, tmp_path: Path
+    broker_address: str, names, start_processor
 ) -> None:
     # Nothing follows them on the one partition. A message skipped through Quix Streams'
     # on_consumer_error has no offset stored, so the group would stop short of the end
@@ -186,7 +134,7 @@ def test_bad_messages_last_on_their_partition_are_committed_once_dead_lettered(
     ]
     create_topic(broker_address, names.raw, partitions=1)
     produce(broker_address, names.raw, [*good, *bad])
-    with processor(broker_address, names, tmp_path / "state") as proc:
+    with start_processor(names) as proc:
         wait_until_caught_up(
             broker_address, names.group, names.raw, len(good) + len(bad), scripts=[proc]
         )
@@ -214,33 +162,15 @@ def test_bad_messages_last_on_their_partition_are_committed_once_dead_lettered(
 
 
 def test_stopping_the_producer_closes_every_window_including_the_last(
-    broker_address: str, names, tmp_path: Path
+    broker_address: str, names, start_producer, start_processor
 ) -> None:
-    result = run_script(
-        "sensor_stream_producer.py",
-        "--broker-address",
-        broker_address,
-        "--raw-topic",
-        names.raw,
-        "--count",
-        "400",
-        "--sensors",
-        "4",
-        "--rate",
-        "0",
-        "--backfill-seconds",
-        "45",
-        "--seed",
-        "9",
-    )
-    assert result.returncode == 0, result.stderr
+    flags = ["--count", "400", "--sensors", "4", "--rate", "0", "--backfill-seconds", "45"]
+    with start_producer(names, *flags, "--seed", "9") as producer:
+        assert producer.wait() == 0, producer.output()
     raw = read_to_end(broker_address, names.raw)
-    model = expected_windows(
-        [(r.key, r.timestamp_ms, r.json().get("value")) for r in raw], WINDOW_MS, GRACE_MS
-    )
+    model = model_of_records(raw)
     assert model.open_windows == {}
-    with processor(broker_address, names, tmp_path / "state") as proc:
-        proc.wait_for_output("The application started")
+    with start_processor(names) as proc:
         wait_until_caught_up(broker_address, names.group, names.raw, len(raw), scripts=[proc])
         windows = as_windows(read_to_end(broker_address, names.agg))
         assert proc.stop() == 0
@@ -266,6 +196,7 @@ def test_restart_mid_stream_loses_no_window(
     broker: Broker,
     names,
     tmp_path: Path,
+    start_processor,
     guarantee: str,
     keep_state: bool,
     stop_signal: int,
@@ -276,9 +207,7 @@ def test_restart_mid_stream_loses_no_window(
             "hides it from read_committed readers; this case runs under `make test-kafka`"
         )
     broker_address = broker.address
-    stream = sensor_stream(sensors=10, seconds=120, per_second=5, seed=1)
-    model = model_of(stream)
-    messages = encode_stream(stream)
+    messages, model = stream_messages(sensors=10, seconds=120, per_second=5, seed=1)
     half = len(messages) // 2
     create_topic(broker_address, names.raw, partitions=3)
     produce(broker_address, names.raw, messages[:half])
@@ -291,15 +220,15 @@ def test_restart_mid_stream_loses_no_window(
         producer_config = json.loads(os.environ.get("PRODUCER_CONFIG", "{}"))
         producer_config["transaction.timeout.ms"] = 10_000
         flags += ["--producer-config", json.dumps(producer_config)]
-    first = processor(broker_address, names, tmp_path / "state-1", *flags)
-    with first:
+    with start_processor(names, *flags, state_dir=tmp_path / "state-1") as first:
         # Let it commit a first part, then kill it while it works on the rest.
         wait_until_caught_up(
             broker_address, names.group, names.raw, half, timeout=90, scripts=[first]
         )
         emitted_before = count_aggregates(first)
         produce(broker_address, names.raw, messages[half:])
-        wait_for(lambda: count_aggregates(first) > emitted_before, first)
+        more_windows = while_running(lambda: count_aggregates(first) > emitted_before, first)
+        wait_until(more_windows, 60, interval=0.01, what="a window emitted after the first part")
         if stop_signal == signal.SIGKILL:
             first.process.send_signal(signal.SIGKILL)
             first.process.wait(10)
@@ -307,7 +236,7 @@ def test_restart_mid_stream_loses_no_window(
             assert first.stop(stop_signal) == 0
 
     state = tmp_path / ("state-1" if keep_state else "state-2")
-    with processor(broker_address, names, state, *flags) as second:
+    with start_processor(names, *flags, state_dir=state) as second:
         wait_until_caught_up(
             broker_address, names.group, names.raw, len(messages), timeout=90, scripts=[second]
         )
@@ -315,12 +244,16 @@ def test_restart_mid_stream_loses_no_window(
         if guarantee == "exactly-once":
             # A killed processor's open transaction hides everything after it from
             # read_committed readers until the broker aborts it (transaction.timeout.ms).
-            records = read_until(
-                lambda: read_to_end(broker_address, names.agg, isolation=isolation),
-                lambda found: (
-                    len({(r.key, r.json()["start"]) for r in found}) >= len(model.windows)
-                ),
-                second,
+            def every_window() -> list[Record] | None:
+                found = read_to_end(broker_address, names.agg, isolation=isolation)
+                windows = {(r.key, r.json()["start"]) for r in found}
+                return found if len(windows) >= len(model.windows) else None
+
+            records = wait_until(
+                while_running(every_window, second),
+                60,
+                interval=0.2,
+                what=f"{len(model.windows)} windows committed on {names.agg}",
             )
         else:  # what was committed is readable at once
             records = read_to_end(broker_address, names.agg, isolation=isolation)
@@ -339,17 +272,16 @@ def test_restart_mid_stream_loses_no_window(
 
 
 def test_two_processors_share_the_partitions_and_one_takes_over(
-    broker_address: str, names, tmp_path: Path
+    broker_address: str, names, start_processor
 ) -> None:
-    stream = sensor_stream(sensors=12, seconds=90, per_second=4, seed=2)
-    model = model_of(stream)
-    messages = encode_stream(stream)
+    messages, model = stream_messages(sensors=12, seconds=90, per_second=4, seed=2)
     first_part = len(messages) // 2
     create_topic(broker_address, names.raw, partitions=4)
 
-    a = processor(broker_address, names, tmp_path / "a", "--summary-interval", "0.5")
-    b = processor(broker_address, names, tmp_path / "b", "--summary-interval", "0.5")
-    with a, b:
+    with (
+        start_processor(names, "--summary-interval", "0.5") as a,
+        start_processor(names, "--summary-interval", "0.5") as b,
+    ):
         probes = wait_until_both_consume(broker_address, names.raw, a, b)
         produce(broker_address, names.raw, messages[:first_part])
         total = probes + first_part
@@ -373,11 +305,11 @@ def wait_until_both_consume(address: str, topic: str, *scripts: Script) -> int:
     many were sent. Once both processors consume, the group has settled on both.
     """
     sent = 0
-    deadline = time.monotonic() + 60
+    deadline = Deadline(60)
     while not all(processed(script) > 0 for script in scripts):
-        assert time.monotonic() < deadline, "the processors never shared the partitions"
+        assert not deadline.passed(), "the processors never shared the partitions"
         for script in scripts:
-            assert script.process.poll() is None, script.output()
+            script.assert_running()
         probes = encode_stream([(f"probe-{sent + n}", 0, None) for n in range(8)])
         produce(address, topic, probes)
         sent += len(probes)
@@ -390,31 +322,6 @@ def processed(script: Script) -> int:
     return int(counts[-1]) if counts else 0
 
 
-def wait_for(condition: Callable[[], bool], script: Script, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert script.process.poll() is None, script.output()
-        assert time.monotonic() < deadline, f"condition not met in {timeout}s"
-        time.sleep(0.01)
-
-
-def read_until(
-    read: Callable[[], list[Record]],
-    enough: Callable[[list[Record]], bool],
-    script: Script,
-    timeout: float = 60.0,
-) -> list[Record]:
-    deadline = time.monotonic() + timeout
-    while not enough(found := read()):
-        assert script.process.poll() is None, script.output()
-        assert time.monotonic() < deadline, (
-            f"{len(found)} records after {timeout}s: {[(r.key, r.json()['start']) for r in found]}"
-            f"\n{script.output()}"
-        )
-        time.sleep(0.2)
-    return found
-
-
 def count_aggregates(script: Script) -> int:
     return script.output().count("INFO sensor_stream_processor: Sensor")
 
@@ -422,22 +329,8 @@ def count_aggregates(script: Script) -> int:
 # --- Broker trouble -------------------------------------------------------------
 
 
-def start_producer(address: str, names, *extra: str) -> Script:
-    return Script(
-        "sensor_stream_producer.py",
-        "--broker-address",
-        address,
-        "--raw-topic",
-        names.raw,
-        "--count",
-        "0",
-        "--rate",
-        "50",
-        "--sensors",
-        "2",
-        "--quiet",
-        *extra,
-    )
+# A producer that runs until stopped, 50 readings a second.
+ENDLESS = ["--count", "0", "--rate", "50", "--sensors", "2", "--quiet"]
 
 
 def readings_on(address: str, topic: str, at_least: int, since_ms: float = 0) -> list[Record]:
@@ -451,7 +344,7 @@ def readings_on(address: str, topic: str, at_least: int, since_ms: float = 0) ->
 
 
 def test_producer_delivers_what_it_accepted_while_the_broker_was_away(
-    broker: Broker, names, start_broker: Callable[..., ServerProcess]
+    broker: Broker, names, start_broker: Callable[..., ServerProcess], start_producer
 ) -> None:
     if broker.kind == "embedded":
         pytest.skip(
@@ -463,7 +356,9 @@ def test_producer_delivers_what_it_accepted_while_the_broker_was_away(
     address = f"127.0.0.1:{port}"
     away = start_broker(port).start()
     try:
-        with start_producer(address, names, "--delivery-timeout", "60") as producer:
+        with start_producer(
+            names, *ENDLESS, "--delivery-timeout", "60", address=address
+        ) as producer:
             readings_on(address, names.raw, 20)
             away.stop(keep_data=True)
             outage_started = time.time() * 1000
@@ -482,13 +377,13 @@ def test_producer_delivers_what_it_accepted_while_the_broker_was_away(
     assert producer.output().count(f"Lost the broker at {address}") == 1  # not one per retry
 
 
-def test_producer_reports_what_it_could_not_deliver(names) -> None:
+def test_producer_reports_what_it_could_not_deliver(names, start_producer) -> None:
     # The client gives up, whatever the broker was: a throwaway embedded one will do.
     port = find_free_port()
     address = f"127.0.0.1:{port}"
     with (
         EmbeddedBroker(port) as broker,
-        start_producer(address, names, "--delivery-timeout", "2") as producer,
+        start_producer(names, *ENDLESS, "--delivery-timeout", "2", address=address) as producer,
     ):
         readings_on(address, names.raw, 10)
         broker.stop()
@@ -518,7 +413,7 @@ def sasl_env(mechanism: str, password: str) -> dict[str, str]:
 
 @pytest.mark.parametrize("script", ["sensor_stream_producer.py", "sensor_stream_processor.py"])
 def test_a_broker_that_requires_login_refuses_wrong_credentials(
-    script: str, broker: Broker, names
+    script: str, broker: Broker, names, start_producer, start_processor
 ) -> None:
     # The embedded broker can require SCRAM logins but cannot store a user, so it
     # refuses every credential; Kafka has the user and refuses only a wrong password.
@@ -527,70 +422,36 @@ def test_a_broker_that_requires_login_refuses_wrong_credentials(
             address = broker.sasl_address
         else:
             address = stack.enter_context(EmbeddedBroker(extra_args=["--authentication"])).address
+        start = start_producer if script == "sensor_stream_producer.py" else start_processor
+        wrong = sasl_env("SCRAM-SHA-256", "wrong-" + SECRET)
         refused = stack.enter_context(
-            Script(
-                script,
-                "--broker-address",
-                address,
-                "--raw-topic",
-                names.raw,
-                "--broker-timeout",
-                "3",
-                env=sasl_env("SCRAM-SHA-256", "wrong-" + SECRET),
-            )
+            start(names, "--broker-timeout", "3", address=address, env=wrong)
         )
         assert refused.wait(timeout=30) == 1
-    errors = [line for line in refused.output().splitlines() if " ERROR " in line]
-    assert len(errors) == 1, refused.output()
-    assert address in errors[0]
+    error = one_error_line(refused.output())
+    assert address in error
     # The credentials were offered and refused; a client that ignored them would
     # be dropped without this reason.
-    assert "SASL authentication error" in errors[0]
+    assert "SASL authentication error" in error
     assert SECRET not in refused.output()
 
 
 @pytest.mark.parametrize("mechanism", ["SCRAM-SHA-256", "SCRAM-SHA-512"])
 def test_the_right_scram_credentials_carry_readings_to_aggregates(
-    mechanism: str, broker: Broker, names, tmp_path: Path
+    mechanism: str, broker: Broker, names, start_producer, start_processor
 ) -> None:
     if broker.sasl_address is None:
         pytest.skip(
             f"the {broker.kind} broker here has no SCRAM user (Tansu cannot store one); "
             "this test runs under `make test-kafka`"
         )
-    env = sasl_env(mechanism, SECRET)
-    common = ["--broker-address", broker.sasl_address, "--raw-topic", names.raw]
-    produced = run_script(
-        "sensor_stream_producer.py",
-        *common,
-        "--count",
-        "60",
-        "--sensors",
-        "3",
-        "--rate",
-        "0",
-        "--backfill-seconds",
-        "30",
-        "--seed",
-        "4",
-        env=env,
-    )
-    assert produced.returncode == 0, produced.stderr
+    secured = {"address": broker.sasl_address, "env": sasl_env(mechanism, SECRET)}
+    flags = ["--count", "60", "--sensors", "3", "--rate", "0", "--backfill-seconds", "30"]
+    with start_producer(names, *flags, "--seed", "4", **secured) as producer:
+        assert producer.wait() == 0, producer.output()
     raw = read_to_end(broker.address, names.raw)  # read back over the plain listener
-    model = expected_windows(
-        [(r.key, r.timestamp_ms, r.json().get("value")) for r in raw], WINDOW_MS, GRACE_MS
-    )
-    with Script(
-        "sensor_stream_processor.py",
-        *common,
-        "--agg-topic",
-        names.agg,
-        "--consumer-group",
-        names.group,
-        "--state-dir",
-        str(tmp_path),
-        env=env,
-    ) as proc:
+    model = model_of_records(raw)
+    with start_processor(names, **secured) as proc:
         wait_until_caught_up(broker.address, names.group, names.raw, len(raw), scripts=[proc])
         windows = as_windows(read_to_end(broker.address, names.agg))
         assert proc.stop() == 0
@@ -600,28 +461,13 @@ def test_the_right_scram_credentials_carry_readings_to_aggregates(
     assert SECRET not in proc.output()
 
 
-def test_the_password_never_reaches_the_log(broker_address: str, names, tmp_path: Path) -> None:
+def test_the_password_never_reaches_the_log(broker_address: str, names, start_processor) -> None:
     create_topic(broker_address, names.raw)
     produce(
         broker_address, names.raw, encode_stream([("Sensor1", 0, 1.0), ("Sensor1", 20_000, None)])
     )
     env = {"BROKER_SASL_PASSWORD": SECRET, "BROKER_SASL_USERNAME": "sensor-app"}
-    with Script(
-        "sensor_stream_processor.py",
-        "--broker-address",
-        broker_address,
-        "--raw-topic",
-        names.raw,
-        "--agg-topic",
-        names.agg,
-        "--consumer-group",
-        names.group,
-        "--state-dir",
-        str(tmp_path),
-        "--log-level",
-        "DEBUG",
-        env=env,
-    ) as proc:
+    with start_processor(names, "--log-level", "DEBUG", env=env) as proc:
         wait_until_caught_up(broker_address, names.group, names.raw, 2, scripts=[proc])
         assert proc.stop() == 0
     assert "Sensor1 [" in proc.output()

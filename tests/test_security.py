@@ -19,11 +19,11 @@ from pathlib import Path
 
 import psycopg2
 import pytest
-from certificates import Certificates, make_certificates
 from cryptography.hazmat.primitives import serialization
 from psycopg2 import sql
 from psycopg2.extensions import parse_dsn
 
+from certificates import Certificates, make_certificates
 from helpers import SCRAM_USER, Broker, Script, TopicNames, run_script, table
 from sensor_lib.kafka_broker import BrokerTls, KafkaBroker
 from sensor_lib.polling import wait_until

@@ -13,7 +13,6 @@ from sensor_lib.application import stop_on_processing_error
 from sensor_lib.dead_letters import DeadLetterError
 from sensor_lib.event_time import parse_iso_ms
 from sensor_stream_processor import (
-    Counters,
     InvalidReading,
     Reading,
     ReadingDeserializer,
@@ -71,8 +70,7 @@ def test_a_reading_with_a_bad_time_comes_out_as_bad_ts(ts: object) -> None:
 
 
 def deserialize(payload: bytes) -> Reading | InvalidReading:
-    deserializer = ReadingDeserializer(Counters(grace_ms=1000))
-    return deserializer(payload, SerializationContext("raw", "value"))
+    return ReadingDeserializer()(payload, SerializationContext("raw", "value"))
 
 
 def test_extractor_takes_the_time_the_deserializer_read_not_the_kafka_timestamp() -> None:
@@ -90,9 +88,22 @@ def test_a_message_that_is_no_reading_comes_out_as_its_error_and_keeps_its_kafka
     assert extract_event_time(None, None, 43, 0) == 43  # no value: never deserialized
 
 
-def test_valid_reading_is_returned_as_is() -> None:
-    payload = b'{"ts": "2026-11-26T04:02:49.123Z", "value": -3.5, "unit": "C"}'
-    assert parse_reading(payload) == {"ts": "2026-11-26T04:02:49.123Z", "value": -3.5, "unit": "C"}
+@pytest.mark.parametrize(
+    ("payload", "parsed"),
+    [
+        (
+            b'{"ts": "2026-11-26T04:02:49.123Z", "value": -3.5, "unit": "C"}',
+            {"ts": "2026-11-26T04:02:49.123Z", "value": -3.5, "unit": "C"},
+        ),
+        (  # a watermark needs no value, and carries None
+            b'{"ts": "2026-11-26T04:02:49.123Z", "value": 3.5, "watermark": true}',
+            {"ts": "2026-11-26T04:02:49.123Z", "value": None},
+        ),
+    ],
+    ids=["a-reading-as-is", "a-watermark-without-its-value"],
+)
+def test_a_reading_parses_to_itself_and_a_watermark_to_its_time(payload: bytes, parsed) -> None:
+    assert parse_reading(payload) == parsed
 
 
 @pytest.mark.parametrize(
@@ -111,23 +122,14 @@ def test_valid_reading_is_returned_as_is() -> None:
         (b'{"ts": "2026-11-26T04:02:49Z", "value": NaN}', "invalid-json"),  # not strict JSON
         (b'{"ts": "2026-11-26T04:02:49Z", "value": Infinity}', "invalid-json"),
         (b'{"ts": "2026-11-26T04:02:49Z", "value": [1]}', "non-numeric-value"),
+        # Only a true watermark flag excuses a missing value.
+        (b'{"ts": "2026-11-26T04:02:49.123Z", "watermark": "yes"}', "missing-value"),
     ],
 )
 def test_invalid_readings_are_named(payload: bytes, reason: str) -> None:
     with pytest.raises(InvalidReading) as info:
         parse_reading(payload)
     assert info.value.reason == reason
-
-
-def test_a_watermark_needs_no_value_and_carries_none() -> None:
-    payload = b'{"ts": "2026-11-26T04:02:49.123Z", "value": 3.5, "watermark": true}'
-    assert parse_reading(payload) == {"ts": "2026-11-26T04:02:49.123Z", "value": None}
-
-
-def test_only_a_true_watermark_flag_excuses_a_missing_value() -> None:
-    with pytest.raises(InvalidReading) as info:
-        parse_reading(b'{"ts": "2026-11-26T04:02:49.123Z", "watermark": "yes"}')
-    assert info.value.reason == "missing-value"
 
 
 def test_a_dead_letter_that_cannot_be_written_stops_the_app_without_a_quix_traceback(

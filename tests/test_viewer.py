@@ -12,19 +12,27 @@ import pty
 import re
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 from rich.console import Console
 
-from conftest import crash
-from helpers import Script, create_topic, produce, run_script
+from helpers import (
+    RECORDED,
+    REPO,
+    T0,
+    FakeMessage,
+    aggregate_message,
+    crash,
+    create_topic,
+    ms,
+    produce,
+    python_command,
+    run_script,
+)
 from sensor_lib.aggregates import Aggregate, InvalidAggregate, parse_aggregate
 from sensor_lib.embedded_broker import EmbeddedBroker
 from sensor_lib.errors import UsageError
@@ -40,34 +48,6 @@ from sensor_stream_viewer import (
     sparkline,
 )
 
-T0 = datetime(2026, 3, 1, 5, 8, 0, tzinfo=UTC)
-
-
-def ms(seconds_after_t0: float) -> int:
-    return int((T0 + timedelta(seconds=seconds_after_t0)).timestamp() * 1000)
-
-
-def aggregate_message(start_s: int, count: int, low: float, mean: float, high: float) -> bytes:
-    """An aggregate exactly as sensor_stream_processor.py writes it, for a 10 s window."""
-    return json.dumps(
-        {
-            "start": ms(start_s),
-            "end": ms(start_s + 10),
-            "temperature": {"count": count, "min": low, "max": high, "mean": mean},
-        }
-    ).encode()
-
-
-# Recorded from a run of the processor: (key, value) as they sat on the topic.
-
-RECORDED = [
-    (b"Sensor1", aggregate_message(0, 8, 21.37, 21.5, 21.9)),
-    (b"Sensor10", aggregate_message(0, 7, 18.02, 18.25, 18.6)),
-    (b"Sensor1", aggregate_message(10, 8, 21.4, 21.75, 22.1)),
-    (b"Sensor2", aggregate_message(10, 8, 24.0, 24.125, 24.3)),
-    (b"Sensor1", aggregate_message(20, 8, 21.3, 21.625, 21.95)),
-]
-
 
 def recorded_board() -> SensorBoard:
     board = SensorBoard()
@@ -76,55 +56,30 @@ def recorded_board() -> SensorBoard:
     return board
 
 
-@dataclass
-class FakeMessage:
-    """The parts of confluent_kafka.Message the viewer reads."""
-
-    _key: bytes | None
-    _value: bytes | None
-    _offset: int = 0
-
-    def key(self) -> bytes | None:
-        return self._key
-
-    def value(self) -> bytes | None:
-        return self._value
-
-    def error(self) -> None:
-        return None
-
-    def topic(self) -> str:
-        return "agg"
-
-    def partition(self) -> int:
-        return 0
-
-    def offset(self) -> int:
-        return self._offset
-
-
 # --- Sparkline -------------------------------------------------------------------------
 
 
-def test_sparkline_spans_lowest_to_highest_block() -> None:
-    assert sparkline([0, 1, 2, 3, 4, 5, 6, 7], 8) == "▁▂▃▄▅▆▇█"
-
-
-def test_sparkline_keeps_only_the_last_width_values() -> None:
-    assert sparkline([9, 0, 7, 7], 3) == "▁██"
-
-
-def test_sparkline_rounds_to_the_nearest_block() -> None:
-    assert sparkline([20.0, 20.5, 21.0], 10) == "▁▅█"
-
-
-def test_sparkline_of_a_flat_series_sits_in_the_middle() -> None:
-    assert sparkline([21.5, 21.5, 21.5], 5) == "▅▅▅"
-
-
-@pytest.mark.parametrize(("values", "width"), [([], 5), ([1.0, 2.0], 0)])
-def test_sparkline_of_nothing_is_empty(values: list[float], width: int) -> None:
-    assert sparkline(values, width) == ""
+@pytest.mark.parametrize(
+    ("values", "width", "line"),
+    [
+        ([0, 1, 2, 3, 4, 5, 6, 7], 8, "▁▂▃▄▅▆▇█"),
+        ([9, 0, 7, 7], 3, "▁██"),
+        ([20.0, 20.5, 21.0], 10, "▁▅█"),
+        ([21.5, 21.5, 21.5], 5, "▅▅▅"),
+        ([], 5, ""),
+        ([1.0, 2.0], 0, ""),
+    ],
+    ids=[
+        "spans-lowest-to-highest-block",
+        "keeps-only-the-last-width-values",
+        "rounds-to-the-nearest-block",
+        "a-flat-series-sits-in-the-middle",
+        "nothing-is-empty",
+        "no-width-is-empty",
+    ],
+)
+def test_sparkline(values: list[float], width: int, line: str) -> None:
+    assert sparkline(values, width) == line
 
 
 # --- Parsing aggregates ----------------------------------------------------------------------
@@ -295,20 +250,14 @@ def test_a_bad_setting_is_a_one_line_usage_error(flags: list[str], error: str) -
     assert error in line
 
 
-@pytest.mark.integration
-def test_viewer_exits_1_with_one_line_when_no_broker_answers() -> None:
-    port = find_free_port()
-    result = run_script(
-        "sensor_stream_viewer.py", "--broker-address", f"127.0.0.1:{port}", "--broker-timeout", "1"
-    )
-    assert result.returncode == 1
-    assert result.stdout == ""
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1
-    assert f"ERROR sensor_stream_viewer: no Kafka broker answered at 127.0.0.1:{port}" in lines[0]
-
-
 # --- With a real broker ---------------------------------------------------------------------
+
+
+def viewer_command(address: str, names: Any, *flags: str) -> list[str]:
+    return [
+        *python_command("sensor_stream_viewer.py"),
+        *("--broker-address", address, "--agg-topic", names.agg, *flags),
+    ]
 
 
 @pytest.mark.integration
@@ -317,12 +266,7 @@ def test_plain_mode_prints_one_line_per_aggregate(broker_address: str, names: An
     produce(broker_address, names.agg, [*RECORDED[:3], (b"Sensor1", b"not json"), RECORDED[3]])
     result = run_script(
         "sensor_stream_viewer.py",
-        "--broker-address",
-        broker_address,
-        "--agg-topic",
-        names.agg,
-        "--duration",
-        "5",
+        *("--broker-address", broker_address, "--agg-topic", names.agg, "--duration", "5"),
         "--plain",
     )
     assert result.returncode == 0, result.stderr
@@ -343,17 +287,8 @@ def test_plain_mode_stops_quietly_when_the_reader_goes_away(
     create_topic(broker_address, names.agg)
     produce(broker_address, names.agg, RECORDED * 50)
     viewer = subprocess.Popen(
-        [
-            sys.executable,
-            "sensor_stream_viewer.py",
-            "--broker-address",
-            broker_address,
-            "--agg-topic",
-            names.agg,
-            "--duration",
-            "20",
-        ],
-        cwd=Path(__file__).resolve().parent.parent,
+        viewer_command(broker_address, names, "--duration", "20"),
+        cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
@@ -366,25 +301,13 @@ def test_plain_mode_stops_quietly_when_the_reader_goes_away(
 
 
 @pytest.mark.integration
-def test_viewer_stops_cleanly_on_sigterm(broker_address: str, names: Any) -> None:
-    create_topic(broker_address, names.agg)
-    produce(broker_address, names.agg, RECORDED[:1])
-    with Script(
-        "sensor_stream_viewer.py", "--broker-address", broker_address, "--agg-topic", names.agg
-    ) as viewer:  # stdout is a file, so plain mode without --plain
-        viewer.wait_for_output("Sensor1 05:08:00-05:08:10 count=8", timeout=30)
-        assert viewer.stop() == 0
-
-
-@pytest.mark.integration
-def test_viewer_reads_the_topic_to_its_end_before_it_exits_on_sigterm(
-    broker_address: str, names: Any
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c"])
+def test_a_stopped_viewer_reads_the_topic_to_its_end_and_exits_0(
+    broker_address: str, names: Any, start_viewer, signum: int
 ) -> None:
     create_topic(broker_address, names.agg, partitions=3)
     produce(broker_address, names.agg, RECORDED[:1])
-    with Script(
-        "sensor_stream_viewer.py", "--broker-address", broker_address, "--agg-topic", names.agg
-    ) as viewer:  # stdout is a file, so plain mode
+    with start_viewer(names) as viewer:
         viewer.wait_for_output("Sensor1 05:08:00-05:08:10 count=8", timeout=30)
         # The last windows arrive just before the stop, as in `make demo`: many
         # per record batch, whose tail the embedded broker's high watermark hides.
@@ -394,10 +317,13 @@ def test_viewer_reads_the_topic_to_its_end_before_it_exits_on_sigterm(
             for n in (1, 2, 3)
         ]
         produce(broker_address, names.agg, last)
-        assert viewer.stop() == 0
-        lines = [line for line in viewer.output().splitlines() if " count=" in line]
+        assert viewer.stop(signum) == 0
+    output = viewer.output()
+    lines = [line for line in output.splitlines() if " count=" in line]
     assert len(lines) == 1 + len(last)
     assert lines.count("Sensor3 05:58:00-05:58:10 count=9 min=20.00 mean=21.00 max=22.00") == 1
+    assert "Traceback" not in output
+    assert " ERROR " not in output
 
 
 @pytest.mark.integration
@@ -406,17 +332,8 @@ def test_live_table_in_a_terminal(broker_address: str, names: Any) -> None:
     produce(broker_address, names.agg, RECORDED)
     terminal, viewer_end = pty.openpty()
     viewer = subprocess.Popen(
-        [
-            sys.executable,
-            "sensor_stream_viewer.py",
-            "--broker-address",
-            broker_address,
-            "--agg-topic",
-            names.agg,
-            "--duration",
-            "3",
-        ],
-        cwd=Path(__file__).resolve().parent.parent,
+        viewer_command(broker_address, names, "--duration", "3"),
+        cwd=REPO,
         stdout=viewer_end,
         stderr=subprocess.PIPE,
     )
@@ -441,16 +358,14 @@ def test_live_table_in_a_terminal(broker_address: str, names: Any) -> None:
 
 @pytest.mark.integration
 def test_a_lost_broker_is_one_line_and_a_stop_still_exits_0(
-    names: Any, start_broker: Callable[..., ServerProcess]
+    names: Any, start_broker: Callable[..., ServerProcess], start_viewer
 ) -> None:
     port = find_free_port()
     address = f"127.0.0.1:{port}"
     with start_broker(port) as broker:
         create_topic(address, names.agg)
         produce(address, names.agg, RECORDED[:1])
-        with Script(
-            "sensor_stream_viewer.py", "--broker-address", address, "--agg-topic", names.agg
-        ) as viewer:
+        with start_viewer(names, address=address) as viewer:
             viewer.wait_for_output("Sensor1 05:08:00-05:08:10 count=8", timeout=30)
             broker.stop()
             viewer.wait_for_output(f"Lost the broker at {address}", timeout=30)
@@ -467,22 +382,22 @@ def test_a_lost_broker_is_one_line_and_a_stop_still_exits_0(
 
 
 @pytest.mark.integration
-def test_a_viewer_waiting_for_its_topic_waits_on_through_a_broker_outage(names: Any) -> None:
+def test_a_viewer_waiting_for_its_topic_waits_on_through_a_broker_outage(
+    names: Any, start_viewer
+) -> None:
     # A broker that comes back empty, as a throwaway embedded one does, on either suite.
     port = find_free_port()
     address = f"127.0.0.1:{port}"
     broker = EmbeddedBroker(port).start()
     try:
-        with Script(
-            "sensor_stream_viewer.py", "--broker-address", address, "--agg-topic", names.agg
-        ) as viewer:
+        with start_viewer(names, address=address) as viewer:
             viewer.wait_for_output(f"Waiting for topic {names.agg}", timeout=30)
             broker.stop()
             viewer.wait_for_output(f"Lost the broker at {address}", timeout=30)
             # Away longer than one metadata request may take: the request fails, and the
             # viewer must wait on rather than end in a traceback.
-            time.sleep(10 + 2)  # kafka_io.partitions_of asks for 10 s
-            assert viewer.process.poll() is None, viewer.output()
+            time.sleep(10 + 2)  # sensor_lib.topics.partitions_of asks for 10 s
+            viewer.assert_running()
             broker.start()  # empty: the topic comes as a processor would create it
             create_topic(address, names.agg)
             produce(address, names.agg, RECORDED[:1])
@@ -497,14 +412,12 @@ def test_a_viewer_waiting_for_its_topic_waits_on_through_a_broker_outage(names: 
 
 @pytest.mark.integration
 def test_the_viewer_goes_on_showing_windows_once_the_broker_is_back(
-    broker_to_crash: ServerProcess, names: Any
+    broker_to_crash: ServerProcess, names: Any, start_viewer
 ) -> None:
     address = broker_to_crash.address
     create_topic(address, names.agg)
     produce(address, names.agg, RECORDED[:1])
-    with Script(
-        "sensor_stream_viewer.py", "--broker-address", address, "--agg-topic", names.agg
-    ) as viewer:
+    with start_viewer(names, address=address) as viewer:
         viewer.wait_for_output("Sensor1 05:08:00-05:08:10 count=8", timeout=30)
         crash(broker_to_crash)
         viewer.wait_for_output(f"Lost the broker at {address}", timeout=30)
