@@ -44,19 +44,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from harness import (
-    Run,
-    Workload,
-    broker_address,
-    consumer_groups,
-    expected_closed_windows,
-    produce_workload,
-    side_by_side,
-    unique_name,
-    workload_arguments,
-)
-from sensor_lib.errors import exit_status
+import repo  # noqa: F401  (before sensor_lib: the repository on sys.path)
+from bench_broker import broker_address, unique_name
+from groups import Run, consumer_groups
+from sensor_lib.errors import CannotRun, exit_status
 from sensor_lib.servers import find_free_port
+from timing import side_by_side
+from workload import Workload, expected_closed_windows, produce_workload, workload_arguments
 
 PROCESSOR = "sensor_stream_processor.py"
 SCRIPTS = {
@@ -150,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     if expected_closed_windows(Workload(opts.small, opts.sensors)) == 0:
         parser.error("--small closes no window: give it three readings per sensor or more")
     if shutil.which("valgrind") is None:
-        raise SystemExit("valgrind is not installed (Debian: apt install valgrind)")
+        raise CannotRun("valgrind is not installed (Debian: apt install valgrind)")
     per_reading: dict[str, list[float]] = {name: [] for name in names}
     with broker_address() as address, tempfile.TemporaryDirectory() as work:
         runs = []

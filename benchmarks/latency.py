@@ -55,24 +55,18 @@ from typing import Any
 
 import orjson
 from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME
-from confluent_kafka.admin import AdminClient
 
-from harness import (
-    BenchmarkError,
-    Child,
-    broker_address,
-    consumer_flags,
-    create_topics,
-    group_is_stable,
-    reader,
-    records,
-    unique_name,
-    wait_until,
-    workload_arguments,
-)
+import repo  # noqa: F401  (before sensor_lib: the repository on sys.path)
+from bench_broker import broker_address, create_topics, unique_name
+from bench_errors import BenchmarkError
+from groups import GroupAdmin, consumer_flags, group_is_stable
 from sensor_lib.errors import exit_status
 from sensor_lib.event_time import to_epoch_ms
+from sensor_lib.polling import Deadline
 from sensor_lib.stop_signals import raise_if_stopped
+from supervision import Child, wait_until
+from tail import reader, records
+from workload import workload_arguments
 
 WindowId = tuple[str, int]  # (sensor, window start ms)
 # The processor's INFO line for each window: "<UTC time>Z INFO sensor_stream_processor:
@@ -164,15 +158,16 @@ def measure(opts: argparse.Namespace, address: str, work: Path, config: str) -> 
     )
     producer = None
     try:
-        admin = AdminClient({"bootstrap.servers": address})
+        admin = GroupAdmin(address)
         wait_until(lambda: group_is_stable(admin, group), "processor group", 120, [processor])
         started_ms = time.time() * 1000
         producer_flags = [f"--broker-address={address}", f"--raw-topic={raw}", "--quiet"]
         producer_flags += [f"--count={round(opts.rate * opts.duration)}", f"--rate={opts.rate:g}"]
         producer_flags += [f"--sensors={opts.sensors}", *producer_extra]
         producer = Child("sensor_stream_producer.py", producer_flags, work / f"{raw}.log")
-        finish_by = time.monotonic() + opts.duration + 120
-        while time.monotonic() < finish_by:
+        finish = Deadline(opts.duration + 120)
+        drain: Deadline | None = None  # from the producer's exit, for the last aggregates
+        while not (finish.passed() or (drain and drain.passed())):
             raise_if_stopped()
             processor.check()
             if producer.process.poll() is not None:
@@ -180,7 +175,7 @@ def measure(opts: argparse.Namespace, address: str, work: Path, config: str) -> 
                     producer.check()
                 if tracker.closable_at.keys() <= received.keys():
                     break
-                finish_by = min(finish_by, time.monotonic() + opts.drain_seconds)
+                drain = drain or Deadline(opts.drain_seconds)
             for msg in records(consumer.consume(1000, 0.005)):
                 now = time.time() * 1000
                 kind, stamp = msg.timestamp()
@@ -274,8 +269,7 @@ def keep_run(
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = workload_arguments(__doc__, readings=None)
-    parser.add_argument("--rate", type=float, default=2000.0, help="readings/s; default 2000")
-    parser.add_argument("--duration", type=float, default=60.0, help="seconds; default 60")
+    load_arguments(parser, duration=60.0)
     parser.add_argument("--window-seconds", type=int, default=10, help="default 10")
     parser.add_argument("--grace-seconds", type=int, default=1, help="default 1")
     parser.add_argument(
@@ -297,14 +291,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--keep", type=Path, help="folder for each run's processor log and per-window times"
     )
+    return parser.parse_args(argv)
+
+
+def load_arguments(parser: argparse.ArgumentParser, duration: float) -> None:
+    """The producer's rate and how long it runs, timed and untimed first (brokers.py's too)."""
+    parser.add_argument("--rate", type=float, default=2000.0, help="readings/s; default 2000")
+    parser.add_argument(
+        "--duration", type=float, default=duration, help=f"seconds; default {duration:g}"
+    )
     parser.add_argument(
         "--warmup-run-seconds",
         type=float,
         default=30.0,
-        help="on a broker this benchmark starts, first run the first configuration this long, "
-        "untimed: a broker just started (Kafka's JVM) is slower for its first minute; default 30",
+        help="on a broker this benchmark starts, first run this long, untimed (the first "
+        "configuration): a broker just started (Kafka's JVM) is slower for its first minute; "
+        "default 30",
     )
-    return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:

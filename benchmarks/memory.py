@@ -3,8 +3,8 @@
     python benchmarks/memory.py                          # 2,000,000 readings, 10,000 sensors
     python benchmarks/memory.py --readings 20000 --sensors 200 --interval 0.5
 
-Produces the harness's workload (one reading per sensor per second of event
-time, so every sensor's windows close as the stream goes on), then runs
+Produces the benchmark workload (workload.py: one reading per sensor per second of
+event time, so every sensor's windows close as the stream goes on), then runs
 sensor_stream_processor.py on it as a user would (its default INFO log level)
 and samples its resident set size (psutil) every --interval seconds, next to how
 many aggregates have reached the sink topic. Prints one JSON line per sample
@@ -24,22 +24,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness import (
-    Child,
-    Sampler,
-    Workload,
-    broker_address,
-    consumer_flags,
-    create_topics,
-    expected_closed_windows,
-    produce_workload,
-    reader,
-    records,
-    unique_name,
-    wait_until,
-    workload_arguments,
-)
+import repo  # noqa: F401  (before sensor_lib: the repository on sys.path)
+from bench_broker import broker_address, create_topics, unique_name
+from groups import consumer_flags
+from sampling import Sampler
 from sensor_lib.errors import exit_status
+from supervision import Child, wait_until
+from tail import reader, records
+from workload import Workload, expected_closed_windows, produce_workload, workload_arguments
 
 
 def summarize(samples: list[dict[str, Any]], expected: int) -> dict[str, Any]:

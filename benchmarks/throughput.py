@@ -4,7 +4,7 @@
     python benchmarks/throughput.py --readings 5000      # a quick check
     python benchmarks/throughput.py --sensor-interval-ms 10000  # nearly every reading closes one
 
-Uses BROKER_ADDRESS if set, else starts a broker (BENCH_BROKER=embedded|kafka),
+Uses BROKER_ADDRESS if set, else starts a broker (BENCH_BROKER=embedded|kafka|cluster),
 and starts a PostgreSQL server of its own for the sink. Produces the workload
 once to a fresh topic, then runs each consumer on that same data, one after
 another, as a process started with its flags:
@@ -22,7 +22,7 @@ and then, each round, baseline and processor side by side: both at once, each in
 its own group on the same data, measured by the CPU time each spends per reading.
 
 The harness times each consumer from its consumer group's join to the last
-output read from its output topic (start-up is `startup_s`; see harness.py);
+output read from its output topic (start-up is `startup_s`; see timing.py);
 where windows were out before that (`outputs_at_start`: a process of a group
 that worked before the others had joined), the readings that closed them (in
 production order) are left out of `readings_timed` and the rates. It times
@@ -62,33 +62,26 @@ from pathlib import Path
 from typing import Any
 
 import psycopg2
-from confluent_kafka.admin import AdminClient
 from psycopg2 import sql
 
-from harness import (
-    BenchmarkError,
-    Child,
-    Run,
-    Sampler,
-    Workload,
-    broker_address,
-    cpu_side_by_side,
-    create_topics,
-    expected_closed_windows,
-    group_is_stable,
-    machine_busy_seconds,
-    measurement,
-    produce_workload,
-    readings_to_close,
-    time_consumers,
-    unique_name,
-    wait_until,
-    workload_arguments,
-)
+import repo  # noqa: F401  (before sensor_lib: the repository on sys.path)
+from bench_broker import broker_address, create_topics, unique_name
+from bench_errors import BenchmarkError, print_summary
+from groups import GroupAdmin, Run, group_is_stable
+from sampling import Sampler, machine_busy_seconds
 from sensor_lib.consuming import read_to_end
 from sensor_lib.errors import exit_status
 from sensor_lib.postgres_server import PostgresServer
 from sensor_lib.settings import BrokerSettings
+from supervision import Child, wait_until
+from timing import cpu_side_by_side, measurement, time_consumers
+from workload import (
+    Workload,
+    expected_closed_windows,
+    produce_workload,
+    readings_to_close,
+    workload_arguments,
+)
 
 MEAN_RELATIVE_TOLERANCE = 1e-9
 REFERENCES = "benchmarks/reference_consumers.py"
@@ -135,6 +128,19 @@ def ratio(numerator: dict[str, Any], denominator: dict[str, Any], key: str) -> f
     if key == "wall_s":
         return round(denominator[key] / numerator[key], 3)
     return round(numerator[key] / denominator[key], 3)
+
+
+def leave_out_head_start(result: dict[str, Any], workload: Workload, windows: int) -> None:
+    """Add `windows_per_s` to a processor's measurement (time_consumers) of `windows`
+    windows. Windows out before the clock started (one process of a group working before
+    the others had joined) were work done outside the timed span: the readings that closed
+    them are left out of `readings_timed` and the rates."""
+    seconds = max(result["seconds"], 0.001)  # printed to the millisecond
+    if early := result.get("outputs_at_start", 0):
+        timed = workload.total - readings_to_close(workload, early)
+        result["readings_timed"] = timed
+        result["readings_per_s"] = round(timed / seconds)
+    result["windows_per_s"] = round((windows - early) / seconds)
 
 
 def measure_producer(run: Run, sensors: int, count: int, rate: float) -> dict[str, Any]:
@@ -214,7 +220,7 @@ def measure_sink(
         f"--commit-interval={commit_interval:g}",
     ]
     env = {**os.environ, "POSTGRES_URL": database}  # the database never goes in a flag
-    admin = AdminClient({"bootstrap.servers": run.address})
+    admin = GroupAdmin(run.address)
     connection = psycopg2.connect(database, connect_timeout=10)
     connection.autocommit = True
     sink = Child(SINK, flags, run.work / f"{group}.log", env=env)
@@ -326,14 +332,7 @@ def run_consumers(
             if instances > 1:
                 result["instances"] = instances
             if outputs == expected:
-                # Windows out before the clock started (one process of a group working
-                # before the others had joined) were work done outside the timed span.
-                seconds = max(result["seconds"], 0.001)  # printed to the millisecond
-                if early := result.get("outputs_at_start", 0):
-                    timed = run.readings - readings_to_close(workload, early)
-                    result["readings_timed"] = timed
-                    result["readings_per_s"] = round(timed / seconds)
-                result["windows_per_s"] = round((outputs - early) / seconds)
+                leave_out_head_start(result, workload, outputs)
                 tables[name] = window_table(read_to_end(broker, topics[name], timeout=120))
             print(json.dumps(result), flush=True)
             results[name].append(result)
@@ -445,11 +444,7 @@ def main(argv: list[str] | None = None) -> int:
         "identical_windows": not problems,
         **figures,
     }
-    print(json.dumps(summary), flush=True)
-    if problems:
-        print(f"FAIL: {len(problems)} window differences:", *problems[:20], sep="\n")
-        return 1
-    return 0
+    return print_summary(summary, problems, "window differences")
 
 
 if __name__ == "__main__":

@@ -19,17 +19,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from harness import (
-    Run,
-    Workload,
-    broker_address,
-    expected_closed_windows,
-    produce_workload,
-    time_consumers,
-    unique_name,
-    workload_arguments,
-)
+import repo  # noqa: F401  (before sensor_lib: the repository on sys.path)
+from bench_broker import broker_address, unique_name
+from groups import Run
 from sensor_lib.errors import exit_status
+from timing import time_consumers
+from workload import Workload, expected_closed_windows, produce_workload, workload_arguments
 
 SHIPPED = ["--log-level=WARNING"]
 VARIANTS = {

@@ -150,9 +150,17 @@ def test_board_counts_windows_and_keeps_recent_means_per_sensor() -> None:
     assert board.rows["Sensor1"].last == parse_aggregate(*RECORDED[4])
 
 
-def test_board_input_rate_sums_each_sensors_newest_window() -> None:
-    # Sensor1 8/10 s, Sensor2 8/10 s, Sensor10 7/10 s.
+def test_board_input_rate_sums_each_sensors_newest_complete_window() -> None:
+    # Sensor1 8/10 s (its window at 10 s: a later one followed), Sensor2 8/10 s,
+    # Sensor10 7/10 s (their only windows).
     assert recorded_board().input_rate() == pytest.approx(2.3)
+
+
+def test_board_input_rate_ignores_the_last_window_a_stop_cut_short() -> None:
+    board = recorded_board()
+    board.add(parse_aggregate(b"Sensor1", aggregate_message(30, 3, 21.0, 21.2, 21.4)))
+    assert board.input_rate() == pytest.approx(2.3)
+    assert board.rows["Sensor1"].last.count == 3  # the table still shows the newest
 
 
 def test_board_lag_is_now_minus_the_newest_window_end() -> None:
