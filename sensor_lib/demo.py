@@ -294,7 +294,7 @@ def count_readings(broker: DemoSettings) -> str:
             return False
 
     try:
-        return str(len(read_to_end(broker, broker.raw_topic, keep=is_reading)))
+        return str(len(read_to_end(broker, broker.raw_topic, timeout=10, keep=is_reading)))
     except (KafkaException, TimeoutError):
         return "?"
 
@@ -441,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
                 if early := next((n for n, p in scripts.items() if p.poll() is not None), None):
                     break
             waited, processor = stop_in_order(broker, scripts, ports["processor"], stop, early)
-            readings = count_readings(broker) if not stop.hurry.is_set() else "?"
+            readings = count_readings(broker)
             try:
                 rows = str(count_rows(url, settings.sink_table))
             except psycopg2.Error:

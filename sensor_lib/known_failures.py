@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from confluent_kafka import KafkaError
+from confluent_kafka import KafkaError, KafkaException
+from quixstreams.exceptions.assignment import PartitionAssignmentError
 from quixstreams.kafka.exceptions import KafkaBrokerUnavailableError, KafkaConsumerException
 from quixstreams.models.topics.exceptions import TopicConfigurationMismatch
 from quixstreams.state.exceptions import InvalidChangelogOffset, InvalidStoreChangelogOffset
@@ -21,10 +22,21 @@ def explained(settings: QuixAppSettings, source: str) -> Iterator[None]:
     error goes on unchanged, to keep its traceback."""
     try:
         yield
+    except PartitionAssignmentError as exc:
+        if not stopped_while_joining(exc):
+            raise
+        # A stop signal that came while the group assigned partitions: Quix Streams closed
+        # the consumer under the assignment. It is the stop, and no error.
+        raise KeyboardInterrupt from None
     except Exception as exc:
         if (line := explain(exc, settings, source)) is None:
             raise
         raise CannotRun(line) from None
+
+
+def stopped_while_joining(exc: PartitionAssignmentError) -> bool:
+    cause = exc.__cause__
+    return isinstance(cause, KafkaException) and cause.args[0].code() == KafkaError._DESTROY
 
 
 def explain(exc: BaseException, settings: QuixAppSettings, source: str) -> str | None:

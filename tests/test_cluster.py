@@ -28,6 +28,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,8 +74,9 @@ NOT_ENOUGH_REPLICAS = re.compile(r"NOT_ENOUGH_REPLICAS|NotEnoughReplicas|Not eno
 
 
 class PipelineStalled(AssertionError):
-    """After a fault, no window that started after it came within RECOVERY_BOUND, or a
-    processor or the sink exited."""
+    """After a fault, the processors and the sink all run, but no window that started after
+    the fault came within RECOVERY_BOUND, or they never caught up, or never stopped. (One
+    that exits fails its test with a plain AssertionError.)"""
 
 
 # Under exactly-once, losing a node often stalls the processors for good: each blocks in
@@ -242,7 +244,8 @@ class Outcome:
         repeats = len(self.aggregates) - len({(r.key, r.json()["start"]) for r in self.aggregates})
         lines = [
             f"{self.guarantee}: delivered {self.delivered} of {self.produced} readings, "
-            f"{len(self.readings)} on the raw topic, {len(self.rows)} rows, "
+            f"{len(self.readings)} on the raw topic ({self.failed} failed, of which "
+            f"{len(self.readings) - self.delivered} written), {len(self.rows)} rows, "
             f"{len(self.aggregates)} aggregates ({repeats} repeats); started again after "
             f"UNKNOWN_TOPIC_OR_PART: {', '.join(self.startup_crashes) or 'none'}",
             *(f"  {fault.figures()}" for fault in self.faults),
@@ -381,12 +384,20 @@ class Pipeline:
         """Wait for the first window that started after the fault, and note when it came."""
         watch = self.watch
         assert watch is not None
-        try:
+        with self.stalls():
             fault.recovery = self.wait(
                 lambda: watch.first_after(fault.at), RECOVERY_BOUND, f"a window after {fault}"
             )
-        except AssertionError as stalled:
-            raise PipelineStalled(str(stalled)) from None
+
+    @contextmanager
+    def stalls(self) -> Iterator[None]:
+        """An AssertionError raised while every Quix Streams script still runs is a stall."""
+        try:
+            yield
+        except AssertionError as failed:
+            if any(script.process.poll() is not None for script in self.quix.values()):
+                raise
+            raise PipelineStalled(str(failed)) from None
 
     def kill(self, node: int, *, restart: bool = True) -> Fault:
         """SIGKILL `node`, leave it down past the session timeout, start it again, and wait
@@ -439,12 +450,10 @@ class Pipeline:
         delivered, produced, failed = map(int, summary.groups())
         address = self.cluster.address
         raw = read_to_end(address, self.names.raw)
-        try:  # a processor that stalled after a fault stalls here
+        with self.stalls():  # a processor that stalled after a fault stalls here
             wait_until_caught_up(
                 address, self.names.group, self.names.raw, len(raw), 120, self.processors
             )
-        except AssertionError as stalled:
-            raise PipelineStalled(str(stalled)) from None
         aggregates = read_to_end(address, self.names.agg, isolation=self.isolation)
         windows = {(r.key, r.json()["start"]) for r in aggregates}
         rows = self.wait(
@@ -455,11 +464,8 @@ class Pipeline:
         for script in self.quix.values():  # all at once: each takes seconds
             script.process.send_signal(signal.SIGTERM)
         for script in self.quix.values():
-            try:  # a final commit that never ends is a stall too
-                stopped = script.wait(timeout=60)
-            except AssertionError as stalled:
-                raise PipelineStalled(str(stalled)) from None
-            assert stopped == 0, script.output()
+            with self.stalls():  # a final commit that never ends is a stall too
+                assert script.wait(timeout=60) == 0, script.output()
         watch.stopping.set()
         watch.join(10)
         return Outcome(
@@ -511,11 +517,16 @@ def log_since(path: Path | None, offset: int) -> str:
 # --- What every run must show -------------------------------------------------------
 
 
-def assert_nothing_lost(outcome: Outcome) -> None:
-    """Every acknowledged reading once on the raw topic, and in exactly the window the
-    reference model puts it in, on the topic and in the table; recovery within its bound."""
+def assert_nothing_lost(outcome: Outcome, *, failed_may_be_written: bool = False) -> None:
+    """Every acknowledged reading once on the raw topic, and every reading there in exactly
+    the window the reference model puts it in, on the topic and in the table; recovery
+    within its bound. With `failed_may_be_written`, a reading reported failed may be on the
+    raw topic too: its delivery timed out after the leader had written it."""
     readings = outcome.readings
-    assert len(readings) == outcome.delivered, outcome.figures()
+    if failed_may_be_written:
+        assert outcome.delivered <= len(readings) <= outcome.produced, outcome.figures()
+    else:
+        assert len(readings) == outcome.delivered, outcome.figures()
     assert len({r.headers["uuid"] for r in outcome.raw}) == len(outcome.raw)  # no duplicate
     model = model_of_records(outcome.raw)
     assert model.open_windows == {}  # the producer's last watermarks closed every window
@@ -524,7 +535,7 @@ def assert_nothing_lost(outcome: Outcome) -> None:
     else:
         windows = windows_allowing_identical_repeats(outcome.aggregates)
     assert windows == approx_means(model.windows)
-    assert sum(w["temperature"]["count"] for w in windows.values()) == outcome.delivered
+    assert sum(w["temperature"]["count"] for w in windows.values()) == len(readings)
     assert outcome.rows == approx_means(model.windows)
     for fault in outcome.faults:
         assert fault.recovery is not None, fault
@@ -707,4 +718,4 @@ def test_two_brokers_down_fail_the_producer_loudly_and_lose_nothing_acknowledged
     assert outcome.producer_status == 1
     assert outcome.failed > 0
     assert outcome.delivered + outcome.failed == outcome.produced
-    assert_nothing_lost(outcome)
+    assert_nothing_lost(outcome, failed_may_be_written=True)

@@ -7,8 +7,13 @@ import logging
 import sys
 
 import pytest
+from confluent_kafka import KafkaError, KafkaException
+from quixstreams.exceptions.assignment import PartitionAssignmentError
 
 from sensor_lib.errors import CannotRun, StoppedEarly, UsageError, exit_status
+from sensor_lib.known_failures import explained
+from sensor_lib.settings import load_settings
+from sensor_stream_processor import ProcessorSettings
 
 logger = logging.getLogger("a_script")
 
@@ -57,3 +62,15 @@ def test_each_outcome_has_its_exit_status_and_one_line(
 def test_an_unknown_error_keeps_its_traceback() -> None:
     with pytest.raises(ZeroDivisionError):
         exit_status(lambda: 1 / 0, logger)
+
+
+def test_a_stop_while_the_group_assigns_partitions_is_a_stop_not_an_error() -> None:
+    settings = load_settings(ProcessorSettings, [])
+    stopped = PartitionAssignmentError("Error during partition assignment")
+    stopped.__cause__ = KafkaException(KafkaError(KafkaError._DESTROY))
+    with pytest.raises(KeyboardInterrupt), explained(settings, "raw"):
+        raise stopped
+    failed = PartitionAssignmentError("Error during partition assignment")
+    failed.__cause__ = KafkaException(KafkaError(KafkaError._TRANSPORT))
+    with pytest.raises(PartitionAssignmentError), explained(settings, "raw"):
+        raise failed

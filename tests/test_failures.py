@@ -389,7 +389,7 @@ def test_processor_after_its_raw_topic_was_recreated_with_other_partitions_exits
     create_topic(broker_address, names.raw, partitions=3)
     with start_processor(names, state_dir=tmp_path / "state") as first:
         first.wait_for_output("The application started")  # its changelog topic exists now
-        assert first.stop() == 0
+        assert first.stop() == 0, first.output()
     recreate_topic(broker_address, names.raw, partitions=1)
     with start_processor(names, state_dir=tmp_path / "state") as second:
         assert second.wait(timeout=60) == 1
