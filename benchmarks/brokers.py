@@ -113,7 +113,8 @@ class Rounds:
     def throughput(self, broker: Broker, idle: Broker) -> dict[str, Any]:
         """One processor on the broker's raw topic, timed as throughput.py times it, with
         the CPU time it and each broker's JVMs spend per reading while timed."""
-        run = Run(broker.address, broker.raw, self.opts.partitions, self.workload.total, self.work)
+        where = (broker.address, broker.raw, self.opts.partitions, self.workload.total)
+        run = Run(*where, self.work, self.opts.timeout)
         clocks = {"broker": broker.cpu_seconds, "idle_broker": idle.cpu_seconds}
         result, topic = time_consumers(
             run, "processor", PROCESSOR, SHIPPED, self.windows, cpu_of=clocks

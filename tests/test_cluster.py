@@ -1,8 +1,8 @@
 """Losing brokers on a three-node Apache Kafka cluster: no acknowledged reading is lost, no
 window is wrong, and the pipeline recovers within a stated bound.
 
-One cluster serves the session (KafkaCluster, what `make kafka BROKERS=3` runs). Its
-faults are global, so `make test-cluster` runs these tests one at a time in one process.
+One cluster serves the module (KafkaCluster, what `make kafka BROKERS=3` runs). Its faults
+hit every client, so `make test-cluster` runs these tests one at a time in one process.
 Each run starts the pipeline as a user would, with the default replication (3 replicas,
 2 in sync): the producer at a live rate, two processors in one group (each with its own
 state folder and instance id), and the sink into PostgreSQL. It brings its faults
@@ -15,7 +15,12 @@ mid-stream, stops the producer, and then checks:
   window, but only with the same values; exactly-once shows a read_committed reader
   no window twice;
 - recovery: the first window that started after a fault is seen within
-  RECOVERY_BOUND seconds of the fault. The measured times are printed.
+  RECOVERY_BOUND seconds of it. The measured times are printed with each test.
+
+A run takes minutes, so two runs carry most cases, each case a test of its own on the
+run's outcome: at-least-once (killed leaders, a pause, a rolling restart, a node left
+down) and exactly-once (the transaction coordinator and leaders killed). Two nodes down,
+the negative control, is a run of its own.
 """
 
 from __future__ import annotations
@@ -76,14 +81,18 @@ NOT_ENOUGH_REPLICAS = re.compile(r"NOT_ENOUGH_REPLICAS|NotEnoughReplicas|Not eno
 class PipelineStalled(AssertionError):
     """After a fault, the processors and the sink all run, but no window that started after
     the fault came within RECOVERY_BOUND, or they never caught up, or never stopped. (One
-    that exits fails its test with a plain AssertionError.)"""
+    that exits fails its test with a plain AssertionError.) `faults`: the run's so far."""
+
+    def __init__(self, message: str, faults: list[Fault]) -> None:
+        super().__init__(message)
+        self.faults = faults
 
 
 # Under exactly-once, losing a node often stalls the processors for good: each blocks in
 # Producer.send_offsets_to_transaction, which Quix Streams 3.28.1 calls without a timeout,
 # and which librdkafka 2.12 does not finish once the group coordinator it had cached has
-# left the metadata (confluentinc/librdkafka#5511, #5456); or one exits when its abort
-# after a refused commit times out. Only that fault is expected; wrong windows still fail.
+# left the metadata (confluentinc/librdkafka#5511, #5456). Only that stall is expected: a
+# script that exits, or a wrong window, still fails.
 EXACTLY_ONCE_STALLS = pytest.mark.xfail(
     raises=PipelineStalled,
     strict=False,  # it depends on which node coordinated what when it went
@@ -209,12 +218,18 @@ class Fault:
     after_back: float | None = None  # s from `back` to the first window that started after it
 
     def figures(self) -> str:
+        def seconds(value: float | None) -> str:
+            return "none" if value is None else f"{value:.1f} s"
+
+        roles = f"led raw {self.led_raw}" + "".join(f", coordinated {t}" for t in self.coordinated)
         if self.back is None:
             back = "left down"
         else:
-            after = "n/a" if self.after_back is None else f"{self.after_back:.1f} s"
-            back = f"back after {self.back - self.at:.1f} s, back->window {after}"
-        return f"{self.what} node {self.node}: fault->window {self.recovery:.1f} s, {back}"
+            back = (
+                f"back after {self.back - self.at:.1f} s, back->window {seconds(self.after_back)}"
+            )
+        recovery = seconds(self.recovery)
+        return f"{self.what} node {self.node} ({roles}): fault->window {recovery}, {back}"
 
 
 @dataclass
@@ -397,7 +412,7 @@ class Pipeline:
         except AssertionError as failed:
             if any(script.process.poll() is not None for script in self.quix.values()):
                 raise
-            raise PipelineStalled(str(failed)) from None
+            raise PipelineStalled(str(failed), self.faults) from None
 
     def kill(self, node: int, *, restart: bool = True) -> Fault:
         """SIGKILL `node`, leave it down past the session timeout, start it again, and wait
@@ -547,10 +562,10 @@ def assert_nothing_lost(outcome: Outcome, *, failed_may_be_written: bool = False
     assert all("INFO sensor_stream_processor: Sensor" in o for o in processors)
 
 
-def report(capsys: pytest.CaptureFixture[str], case: str, outcome: Outcome) -> None:
+def report(capsys: pytest.CaptureFixture[str], case: str, figures: str) -> None:
     """The run's figures in the test output, captured or not."""
     with capsys.disabled():
-        print(f"\n[{case}] {outcome.figures()}", flush=True)
+        print(f"\n[{case}] {figures}", flush=True)
 
 
 # --- The runs -------------------------------------------------------------------------
@@ -636,8 +651,15 @@ def test_every_topic_has_three_replicas_and_two_in_sync(
 def test_killed_leader_loses_no_window(
     guarantee: str, request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    outcome: Outcome = request.getfixturevalue(guarantee.replace("-", "_") + "_run")
-    report(capsys, f"killed leader, {guarantee}", outcome)
+    case = f"killed leader, {guarantee}"
+    try:
+        outcome: Outcome = request.getfixturevalue(guarantee.replace("-", "_") + "_run")
+    except PipelineStalled as stalled:  # what came before the stall, for the record
+        report(
+            capsys, case, "stalled after:\n" + "\n".join(f"  {f.figures()}" for f in stalled.faults)
+        )
+        raise
+    report(capsys, case, outcome.figures())
     killed = [fault for fault in faults(outcome, "kill") if fault.led_raw]
     assert len(killed) >= 3
     assert all(fault.back for fault in killed)  # each started again
@@ -648,7 +670,7 @@ def test_killed_leader_loses_no_window(
 
 def test_paused_broker_loses_nothing(at_least_once_run: Outcome, capsys) -> None:
     outcome = at_least_once_run
-    report(capsys, "paused broker", outcome)
+    report(capsys, "paused broker", outcome.figures())
     [paused] = faults(outcome, "pause")
     assert paused.led_raw
     assert paused.back is not None
@@ -658,7 +680,7 @@ def test_paused_broker_loses_nothing(at_least_once_run: Outcome, capsys) -> None
 
 def test_rolling_restart_loses_nothing(at_least_once_run: Outcome, capsys) -> None:
     outcome = at_least_once_run
-    report(capsys, "rolling restart", outcome)
+    report(capsys, "rolling restart", outcome.figures())
     restarts = faults(outcome, "restart")
     assert [fault.node for fault in restarts] == [1, 2, 3]
     assert outcome.faults[-4:-1] == restarts  # one after the other
@@ -667,7 +689,7 @@ def test_rolling_restart_loses_nothing(at_least_once_run: Outcome, capsys) -> No
 
 def test_broker_left_down_loses_nothing(at_least_once_run: Outcome, capsys) -> None:
     outcome = at_least_once_run
-    report(capsys, "broker left down", outcome)
+    report(capsys, "broker left down", outcome.figures())
     [left_down] = faults(outcome, "kill-left-down")
     assert outcome.faults[-1] is left_down  # down to the end of the run
     assert outcome.down_at_the_end == [left_down.node]
@@ -683,7 +705,7 @@ def test_killed_transaction_coordinator_loses_no_window(
     cluster: KafkaCluster, exactly_once_run: Outcome, capsys
 ) -> None:
     outcome = exactly_once_run
-    report(capsys, "transaction coordinator, exactly-once", outcome)
+    report(capsys, "transaction coordinator, exactly-once", outcome.figures())
     first = outcome.faults[0]
     assert first.what == "kill"
     assert f"{outcome.names.group}-a" in first.coordinated
@@ -714,7 +736,7 @@ def test_two_brokers_down_fail_the_producer_loudly_and_lose_nothing_acknowledged
         wait_until(cluster.fully_replicated, IN_SYNC_BOUND, interval=0.5, what="ISRs")
         run.recovered(fault)
         outcome = run.finish()
-    report(capsys, "two brokers down", outcome)
+    report(capsys, "two brokers down", outcome.figures())
     assert outcome.producer_status == 1
     assert outcome.failed > 0
     assert outcome.delivered + outcome.failed == outcome.produced
