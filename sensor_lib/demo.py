@@ -24,6 +24,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from contextlib import ExitStack, suppress
@@ -146,7 +147,11 @@ def choose_database(settings: DemoSettings, log_dir: Path, stack: ExitStack) -> 
         url = settings.postgres_url.get_secret_value()
         say(f"using the database at {redact(url)}")
     else:
-        server = stack.enter_context(PostgresServer(log_dir / "postgres", durable=False))
+        # A folder of this run's own: the server of a run that was just killed may still be
+        # writing its last files into the folder it had.
+        folder = Path(tempfile.mkdtemp(prefix="postgres-", dir=log_dir))
+        stack.callback(shutil.rmtree, folder, ignore_errors=True)
+        server = stack.enter_context(PostgresServer(folder, durable=False))
         url = server.url
         say(f"no POSTGRES_URL; started an embedded PostgreSQL on {server.address}")
     prepare_table(url, settings.sink_table)  # one line and exit 1 if it refuses us
@@ -423,7 +428,8 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(log_dir / "state", ignore_errors=True)
         (log_dir / "state").mkdir(parents=True)
         # Nor its database: the table holds this run's windows.
-        shutil.rmtree(log_dir / "postgres", ignore_errors=True)
+        for old in log_dir.glob("postgres*"):
+            shutil.rmtree(old, ignore_errors=True)
         for name in ("broker.log", "producer.log", "processor.log", "sink.log"):
             (log_dir / name).write_bytes(b"")  # the scripts append; each run starts empty
     except OSError as exc:
@@ -463,7 +469,6 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         shutil.rmtree(log_dir / "state", ignore_errors=True)
-        shutil.rmtree(log_dir / "postgres", ignore_errors=True)
 
     # Only now, below the viewer's last frame.
     if early:
