@@ -72,8 +72,8 @@ RECOVERY_BOUND = 90.0
 IN_SYNC_BOUND = 120.0  # a restarted node back in every ISR
 # A Quix Streams script that has just made a topic asks a node for its configuration; a
 # node that does not know the topic yet answers UNKNOWN_TOPIC_OR_PART, and the script
-# exits (sensor_lib/rejoin.py retries only TopicNotFoundError). Seen at about one start in
-# two here, on the changelog topic; Pipeline.started starts such a script once more.
+# exits (sensor_lib/rejoin.py retries only TopicNotFoundError). Seen in about one run in
+# three here, on the changelog topic; Pipeline.started starts such a script once more.
 STARTUP_RACE = "KafkaError{code=UNKNOWN_TOPIC_OR_PART"
 EMITTED = "INFO sensor_stream_processor: Sensor"  # the processor's line for each window
 NOT_ENOUGH_REPLICAS = re.compile(r"NOT_ENOUGH_REPLICAS|NotEnoughReplicas|Not enough in-sync", re.I)
@@ -343,8 +343,8 @@ class Pipeline:
         return [f"{self.names.group}-{instance}" for instance in ("a", "b")]
 
     def start(self) -> Pipeline:
-        """Start the processors and the sink, then the producer; return once a first
-        window is seen: the stream runs."""
+        """Start the processors and the sink, then the producer; return once each processor
+        has emitted a window: the stream runs."""
         for name in self.quix:
             wait_until(lambda name=name: self.started(name), 90, what=f"{name} started")
         self.producer = Script("sensor_stream_producer.py", *self.producer_flags)
