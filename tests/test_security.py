@@ -354,6 +354,10 @@ def test_no_script_prints_a_secret_whatever_the_broker_says(
         except AssertionError:  # still running after 40 s: a stop ends it
             running.stop()
         assert_no_marker(running.output())
+        if script == "sensor_stream_producer.py":  # the secrets were used: refused, or let in
+            connected = path == "mTLS, encrypted key"
+            assert running.process.returncode == (0 if connected else 1), running.output()
+            assert ("Delivered 5 of 5 readings" in running.output()) is connected
         if script == "sensor_lib.demo":
             for log in (tmp_path / "demo").glob("*.log"):
                 assert_no_marker(log.read_text(errors="replace"))
