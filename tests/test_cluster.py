@@ -431,10 +431,14 @@ class Pipeline:
         if restart:
             time.sleep(DOWN_SECONDS)  # the outage itself; nothing waits on it
             self.cluster.restart(node)
-            fault.back = time.time()
-            wait_until(self.cluster.fully_replicated, IN_SYNC_BOUND, interval=0.5, what="ISRs")
+            self.back_in_sync(fault)
         self.recovered(fault)
         return fault
+
+    def back_in_sync(self, fault: Fault) -> None:
+        """The faulted node is back: note when, and wait until every replica is in sync."""
+        fault.back = time.time()
+        wait_until(self.cluster.fully_replicated, IN_SYNC_BOUND, interval=0.5, what="ISRs")
 
     def pause(self, node: int) -> Fault:
         """SIGSTOP `node` past the session timeout, then SIGCONT."""
@@ -442,8 +446,7 @@ class Pipeline:
         self.cluster.pause(node)
         time.sleep(PAUSE_SECONDS)  # the pause itself
         self.cluster.resume(node)
-        fault.back = time.time()
-        wait_until(self.cluster.fully_replicated, IN_SYNC_BOUND, interval=0.5, what="ISRs")
+        self.back_in_sync(fault)
         self.recovered(fault)
         return fault
 
@@ -452,8 +455,7 @@ class Pipeline:
         fault = self.fault("restart", node)
         self.cluster.node(node).stop(keep_data=True)
         self.cluster.restart(node)
-        fault.back = time.time()
-        wait_until(self.cluster.fully_replicated, IN_SYNC_BOUND, interval=0.5, what="ISRs")
+        self.back_in_sync(fault)
         self.recovered(fault)
         return fault
 
@@ -751,8 +753,7 @@ def test_two_brokers_down_fail_the_producer_loudly_and_lose_nothing_acknowledged
             cluster.kill(victim)
         run.wait(lambda: "Delivery failed" in run.output(), 60, "a failed delivery")
         start_again(cluster, victims)
-        fault.back = time.time()
-        wait_until(cluster.fully_replicated, IN_SYNC_BOUND, interval=0.5, what="ISRs")
+        run.back_in_sync(fault)
         run.recovered(fault)
         outcome = run.finish()
     report(capsys, "two brokers down", outcome.figures())
