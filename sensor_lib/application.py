@@ -39,18 +39,19 @@ STATE_OPTIONS = RocksDBOptions(dumps=orjson.dumps, loads=orjson.loads)
 def quix_defaults(settings: QuixAppSettings, lag: ConsumerLag) -> dict[str, Any]:
     """Application arguments for what a script does not spell out itself."""
     lag_statistics = lag.config() if settings.metrics_port else {}
+    extras = settings.client_extras()
     return {
         "rocksdb_options": STATE_OPTIONS,
         "on_consumer_error": stop_on_consumer_error,
         "on_processing_error": stop_on_processing_error,
         "consumer_extra_config": {
-            **settings.client_extras(),
+            **extras,
             **CONSUMER_DEFAULTS,
             **settings.consumer_config,
             **lag_statistics,
         },
         "producer_extra_config": {
-            **settings.client_extras(),
+            **extras,
             **transactional_id(settings),
             **settings.producer_config,
         },

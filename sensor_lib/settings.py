@@ -122,8 +122,9 @@ class BrokerSettings(BaseSettings):
     def client_extras(self) -> dict[str, Any]:
         """KAFKA_CONFIG_FILE's settings that are not about the connection (client.id...),
         for Quix Streams' own clients, which take the connection apart."""
-        known = set(self.connection().as_librdkafka_dict())
-        return {k: v for k, v in self.client_properties().items() if k not in known}
+        properties = self.client_properties()
+        connection = ConnectionConfig.from_librdkafka_dict(properties, ignore_extras=True)
+        return {k: v for k, v in properties.items() if k not in connection.as_librdkafka_dict()}
 
     def librdkafka_config(self) -> dict[str, Any]:
         """The same settings as a plain confluent-kafka config dict."""

@@ -99,3 +99,36 @@ def test_unknown_flag_prints_usage(monkeypatch: pytest.MonkeyPatch) -> None:
     assert result.returncode == 2
     assert "usage:" in result.stderr
     assert "unrecognized arguments: --windw-seconds" in result.stderr
+
+
+def test_a_broker_setting_given_wins_over_kafka_config_file_which_wins_over_a_default(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    properties = tmp_path / "client.properties"
+    properties.write_text(
+        "# from a console\nbootstrap.servers=cloud:9092\nsecurity.protocol=SASL_SSL\n"
+        "sasl.mechanisms=PLAIN\nsasl.username=key\nsasl.password=from-file\nclient.id: mine\n"
+        "session.timeout.ms=45000\n"
+    )
+    monkeypatch.setenv("KAFKA_CONFIG_FILE", str(properties))
+    monkeypatch.setenv("BROKER_SASL_USERNAME", "given")
+    settings = load_settings(ProcessorSettings, [])
+    assert settings.broker_address == "cloud:9092"  # BROKER_ADDRESS's default yields
+    assert settings.librdkafka_config() == {
+        "bootstrap.servers": "cloud:9092",
+        "security.protocol": "sasl_ssl",
+        "sasl.mechanism": "PLAIN",
+        "sasl.username": "given",
+        "sasl.password": "from-file",
+        "client.id": "mine",
+        "session.timeout.ms": "45000",
+    }
+    assert settings.client_extras() == {"session.timeout.ms": "45000"}  # not a connection one
+    assert "from-file" not in repr(settings.connection())
+
+
+def test_a_malformed_kafka_config_file_is_a_usage_error_naming_the_line(tmp_path) -> None:
+    properties = tmp_path / "client.properties"
+    properties.write_text("bootstrap.servers=x:1\n=no key\n")
+    with pytest.raises(UsageError, match="line 2: expected key=value"):
+        load_settings(ProcessorSettings, ["--kafka-config-file", str(properties)])
