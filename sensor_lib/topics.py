@@ -115,14 +115,20 @@ def ensure_topic(
             "s" * (found != 1),
             partitions,
         )
-    check_replication(topics, [name], timeout)
+    try:
+        check_replication(topics, [name], timeout, admin)
+    except KafkaException as exc:  # the broker went away since it answered
+        raise TopicError(
+            f"could not check topic {name!r} at {settings.broker_address}: {exc.args[0].str()}"
+        ) from None
     return found
 
 
-def check_replication(settings: TopicSettings, names: Iterable[str], timeout: float) -> None:
+def check_replication(
+    settings: TopicSettings, names: Iterable[str], timeout: float, admin: AdminClient
+) -> None:
     """Warn in one line per topic that can lose messages: fewer replicas than the settings
     ask, or min.insync.replicas equal to its replicas, which leaves no broker to lose."""
-    admin = AdminClient({**settings.librdkafka_config(), "logger": silent_logger()})
     metadata = admin.list_topics(timeout=timeout).topics
     for name, least in min_insync_replicas(admin, names, timeout).items():
         if (topic := metadata.get(name)) is None or not topic.partitions:
@@ -188,7 +194,7 @@ def raise_min_insync_replicas(
                     resource.name,
                     exc.args[0].str(),
                 )
-    check_replication(settings, names, timeout)
+    check_replication(settings, names, timeout, admin)
 
 
 def partitions_of(consumer: Consumer, topic: str, timeout: float = 10.0) -> list[int]:
