@@ -52,7 +52,7 @@ def quix_defaults(settings: QuixAppSettings, lag: ConsumerLag) -> dict[str, Any]
         },
         "producer_extra_config": {
             **extras,
-            **transactional_id(settings),
+            **exactly_once_producer(settings),
             **settings.producer_config,
         },
         "broker_availability_timeout": settings.broker_outage_timeout,
@@ -60,7 +60,14 @@ def quix_defaults(settings: QuixAppSettings, lag: ConsumerLag) -> dict[str, Any]
     }
 
 
-def transactional_id(settings: QuixAppSettings) -> dict[str, str]:
+# librdkafka 2.10 and later can wait for ever in send_offsets_to_transaction once the
+# group's coordinator has left the cluster (confluentinc/librdkafka#5511): it waits for a
+# connection to change state, and none may. Closing connections idle for 10 s brings such
+# a change while the commit waits, and the commit then finds the new coordinator.
+WAKE_A_WAITING_COMMIT = {"connections.max.idle.ms": 10000}
+
+
+def exactly_once_producer(settings: QuixAppSettings) -> dict[str, Any]:
     """With exactly-once, a transactional.id that stays the same across restarts of this
     instance (INSTANCE_ID, else the host and the state folder), so a restarted script
     fences its predecessor's open transaction at once: readers that read committed
@@ -70,7 +77,7 @@ def transactional_id(settings: QuixAppSettings) -> dict[str, str]:
         return {}
     folder = hashlib.sha256(str(settings.state_dir.resolve()).encode()).hexdigest()[:12]
     instance = settings.instance_id or f"{socket.gethostname()}-{folder}"
-    return {"transactional.id": f"{settings.consumer_group}-{instance}"}
+    return {"transactional.id": f"{settings.consumer_group}-{instance}", **WAKE_A_WAITING_COMMIT}
 
 
 def stop_on_consumer_error(exc: Exception, message: Any, quix_logger: logging.Logger) -> bool:
