@@ -30,10 +30,17 @@ CONSUMER_DEFAULTS = {
     "fetch.wait.max.ms": 50,
 }
 
-# The window store serializes its state on every read and write. Quix Streams' default
-# wraps orjson in a Python function; orjson's own functions write the same bytes for
-# the numbers a window holds, without that call per reading.
-STATE_OPTIONS = RocksDBOptions(dumps=orjson.dumps, loads=orjson.loads)
+
+def compact_dumps(value: Any) -> bytes:
+    """orjson's bytes, copied to their own size. orjson 3.13 returns a bytes object
+    that keeps its whole 4 KiB write buffer, and Quix Streams holds two such values per
+    open window until each checkpoint: 8 KiB a window, a GiB at 100,000 sensors."""
+    return bytes(memoryview(orjson.dumps(value)))
+
+
+# The window store serializes its state on every read and write; the same bytes as
+# Quix Streams' default (orjson), in compact objects.
+STATE_OPTIONS = RocksDBOptions(dumps=compact_dumps, loads=orjson.loads)
 
 
 def quix_defaults(settings: QuixAppSettings, lag: ConsumerLag) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import tracemalloc
 from functools import reduce
 
 import pytest
@@ -91,3 +92,17 @@ def test_window_state_is_stored_as_quix_streams_default_stores_it(values: list[f
     default = RocksDBOptions()
     assert STATE_OPTIONS.dumps(stats) == default.dumps(stats)
     assert STATE_OPTIONS.loads(default.dumps(stats)) == stats
+
+
+def test_a_stored_window_takes_its_own_size_in_memory_not_a_write_buffer() -> None:
+    # Quix Streams keeps each open window's serialized state until the next checkpoint,
+    # so the memory a window costs is what one serialized value holds on to.
+    stats = reduce(add_reading, [reading_of(v) for v in (21.5, 22.0)], initialize_stats(WATERMARK))
+    count = 1000
+    tracemalloc.start()
+    try:
+        values = [STATE_OPTIONS.dumps(stats) for _ in range(count)]
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert held / count < 4 * len(values[0])  # orjson's own bytes held 4 KiB each
