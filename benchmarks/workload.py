@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import random
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 from confluent_kafka import Producer
@@ -66,16 +68,19 @@ class Workload:
             + slot * self.sensor_interval_ms // self.sensors
         )
 
-    def messages(self) -> Iterator[tuple[bytes, bytes, int]]:
-        """(key, value, timestamp ms) in production order: a random walk per sensor."""
+    def readings_in_order(self) -> Iterator[tuple[int, int, float]]:
+        """(sensor slot, event time ms, value) in production order: a random walk per sensor."""
         rng = random.Random(self.seed)
         values = [rng.uniform(18.0, 26.0) for _ in range(self.sensors)]
         for index in range(self.total):
             slot = index % self.sensors
             values[slot] += rng.gauss(0.0, 0.15)
-            ts_ms = self.event_time_ms(index)
-            moment = from_epoch_ms(ts_ms)
-            reading = {"ts": moment.isoformat(), "value": round(values[slot], 2)}
+            yield slot, self.event_time_ms(index), round(values[slot], 2)
+
+    def messages(self) -> Iterator[tuple[bytes, bytes, int]]:
+        """(key, value, timestamp ms) in production order, in the raw topic's format."""
+        for slot, ts_ms, value in self.readings_in_order():
+            reading = {"ts": from_epoch_ms(ts_ms).isoformat(), "value": value}
             yield f"Sensor{slot + 1}".encode(), orjson.dumps(reading), ts_ms
 
 
@@ -91,6 +96,28 @@ def expected_closed_windows(workload: Workload) -> int:
         if latest_end >= first_start + workload.window_ms:
             closed += (latest_end - first_start) // workload.window_ms
     return closed
+
+
+def closed_window_stats(workload: Workload) -> dict[tuple[str, int, int], dict[str, Any]]:
+    """The model of what the processor emits: (sensor, start, end) -> count, min, max and
+    mean, for every window that per-key closing closes (as expected_closed_windows counts)."""
+    windows: dict[tuple[int, int], list[float]] = {}
+    for slot, ts_ms, value in workload.readings_in_order():
+        windows.setdefault((slot, ts_ms - ts_ms % workload.window_ms), []).append(value)
+    last_round = (workload.rounds - 1) * workload.sensors
+    stats = {}
+    for (slot, start), values in windows.items():
+        end = start + workload.window_ms
+        if end <= workload.event_time_ms(last_round + slot) - workload.grace_ms:
+            mean = math.fsum(values) / len(values)
+            window = (f"Sensor{slot + 1}", start, end)
+            stats[window] = {
+                "count": len(values),
+                "min": min(values),
+                "max": max(values),
+                "mean": mean,
+            }
+    return stats
 
 
 def readings_to_close(workload: Workload, windows: int) -> int:

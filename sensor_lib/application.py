@@ -38,9 +38,20 @@ def compact_dumps(value: Any) -> bytes:
     return bytes(memoryview(orjson.dumps(value)))
 
 
-# The window store serializes its state on every read and write; the same bytes as
-# Quix Streams' default (orjson), in compact objects.
-STATE_OPTIONS = RocksDBOptions(dumps=compact_dumps, loads=orjson.loads)
+def state_options(memory_mib: int) -> RocksDBOptions:
+    """The window store's RocksDB options for a memory budget (STATE_MEMORY_MB). Half is a
+    block cache that every partition shares; the other half, the write buffers of one
+    partition: two of an eighth for each of the two column families a window store writes
+    (its windows, and each key's latest time). Quix Streams' defaults, a 1 GiB cache and
+    three 64 MiB buffers per column family, fill up as the number of sensors grows."""
+    return RocksDBOptions(
+        # The same bytes as Quix Streams' default serializer (orjson), in compact objects.
+        dumps=compact_dumps,
+        loads=orjson.loads,
+        block_cache_size=memory_mib * 2**20 // 2,
+        write_buffer_size=memory_mib * 2**20 // 8,
+        max_write_buffer_number=2,
+    )
 
 
 def quix_defaults(settings: QuixAppSettings, lag: ConsumerLag) -> dict[str, Any]:
@@ -48,7 +59,7 @@ def quix_defaults(settings: QuixAppSettings, lag: ConsumerLag) -> dict[str, Any]
     lag_statistics = lag.config() if settings.metrics_port else {}
     extras = settings.client_extras()
     return {
-        "rocksdb_options": STATE_OPTIONS,
+        "rocksdb_options": state_options(settings.state_memory_mb),
         "on_consumer_error": stop_on_consumer_error,
         "on_processing_error": stop_on_processing_error,
         "consumer_extra_config": {

@@ -259,6 +259,12 @@ class QuixAppSettings(TopicSettings, MetricsSettings):
         "earliest", description="where a new consumer group starts"
     )
     state_dir: Path = Field(Path("state"), description="local directory for window state")
+    state_memory_mb: int = Field(
+        64,
+        ge=8,
+        description="memory for window state: about this for one partition, half more per "
+        "further partition",
+    )
     processing_guarantee: Literal["at-least-once", "exactly-once"] = Field(
         "at-least-once", description="exactly-once uses Kafka transactions"
     )
@@ -269,7 +275,10 @@ class QuixAppSettings(TopicSettings, MetricsSettings):
         "default: the host and the state folder",
     )
     commit_interval: float = Field(
-        5.0, ge=0, description="seconds between commits (and transactions, with exactly-once)"
+        5.0,
+        ge=0,
+        description="seconds between commits (and transactions, with exactly-once); "
+        "raise it for a processor with more sensors than readings per interval",
     )
     consumer_config: Json[dict[str, Any]] = Field(
         "{}", description="extra librdkafka settings for the input consumer, a JSON object"

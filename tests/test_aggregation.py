@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from quixstreams.state.rocksdb import RocksDBOptions
 
-from sensor_lib.application import STATE_OPTIONS
+from sensor_lib.application import state_options
 from sensor_stream_processor import (
     add_reading,
     has_readings,
@@ -89,9 +89,9 @@ def test_window_state_is_stored_as_quix_streams_default_stores_it(values: list[f
     # So state and changelogs saved before the processor chose its own dumps stay readable.
     readings = [{"ts": "2026-11-26T00:00:00Z", "value": v} for v in values]
     stats = reduce(add_reading, readings[1:], initialize_stats(readings[0]))
-    default = RocksDBOptions()
-    assert STATE_OPTIONS.dumps(stats) == default.dumps(stats)
-    assert STATE_OPTIONS.loads(default.dumps(stats)) == stats
+    default, ours = RocksDBOptions(), state_options(64)
+    assert ours.dumps(stats) == default.dumps(stats)
+    assert ours.loads(default.dumps(stats)) == stats
 
 
 def test_a_stored_window_takes_its_own_size_in_memory_not_a_write_buffer() -> None:
@@ -101,8 +101,15 @@ def test_a_stored_window_takes_its_own_size_in_memory_not_a_write_buffer() -> No
     count = 1000
     tracemalloc.start()
     try:
-        values = [STATE_OPTIONS.dumps(stats) for _ in range(count)]
+        values = [state_options(64).dumps(stats) for _ in range(count)]
         held, _ = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     assert held / count < 4 * len(values[0])  # orjson's own bytes held 4 KiB each
+
+
+def test_a_state_memory_budget_is_half_block_cache_and_half_one_partitions_write_buffers() -> None:
+    options = state_options(64)
+    # Two column families take writes (the windows, and each key's latest time).
+    write_buffers = 2 * options.max_write_buffer_number * options.write_buffer_size
+    assert (options.block_cache_size, write_buffers) == (32 * 2**20, 32 * 2**20)

@@ -41,7 +41,7 @@ from latency import ClosingTracker, percentile
 from sampling import machine_busy_seconds
 from supervision import wait_until
 from throughput import window_differences
-from workload import Workload, expected_closed_windows, readings_to_close
+from workload import Workload, closed_window_stats, expected_closed_windows, readings_to_close
 
 
 def run_benchmark(
@@ -244,6 +244,29 @@ def test_memory_runs_and_reports_rss(broker_address: str) -> None:
 
 
 @pytest.mark.integration
+def test_scale_checks_every_window_and_rebuilds_the_state_from_the_changelog(
+    broker_address: str,
+) -> None:
+    # scale.py exits 1 unless every window, and the one closed after the rebuild, match
+    # the workload's model: run_benchmark asserts exit 0.
+    lines = run_benchmark(
+        "scale.py", broker_address, "--sensors", "50", "200", "--min-readings=0", timeout=240
+    )
+    sizes, summary = lines[:-1], lines[-1]
+    assert [(s["sensors"], s["readings"], s["windows"]) for s in sizes] == [
+        (50, 500, 50),
+        (200, 2000, 200),
+    ]
+    for size in sizes:
+        assert 0 < size["rss_first_close_mib"] <= size["rss_peak_mib"]
+        assert size["state_mib"] > 0
+        assert size["rebuild_s"] > 0
+        # At least one record per window and per key's latest time.
+        assert size["changelog_records"] >= 2 * size["sensors"]
+    assert list(summary["sizes"]) == ["50", "200"]
+
+
+@pytest.mark.integration
 def test_variants_compare_settings_of_the_real_processor(broker_address: str) -> None:
     lines = run_benchmark(
         "variants.py",
@@ -364,6 +387,21 @@ def brute_force_closed_windows(workload: Workload, readings: int | None = None) 
         for start in windows
         if start + workload.window_ms <= last[slot] - workload.grace_ms
     )
+
+
+def test_the_model_has_every_closed_window_with_the_stats_of_its_readings() -> None:
+    workload = Workload(readings=6, sensors=2)  # three rounds, a second apart
+    stats = closed_window_stats(workload)
+    readings = list(workload.readings_in_order())
+    assert len(stats) == expected_closed_windows(workload)
+    for (sensor, start, end), window in stats.items():
+        values = [v for s, t, v in readings if f"Sensor{s + 1}" == sensor and start <= t < end]
+        assert window == {
+            "count": len(values),
+            "min": min(values),
+            "max": max(values),
+            "mean": pytest.approx(sum(values) / len(values)),
+        }
 
 
 @pytest.mark.parametrize(
