@@ -24,7 +24,7 @@ import psutil
 import pytest
 from check_jsonschema.cli.main_command import main as check_jsonschema
 from click.testing import CliRunner
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from helpers import Script, descendants, running, wait_until_stopped
@@ -123,8 +123,17 @@ def test_the_launcher_keeps_three_replicas_and_outlives_a_killed_node(
 
     admin = AdminClient({"bootstrap.servers": launcher.address})
     admin.create_topics([NewTopic("readings", 3, replication_factor=3)])["readings"].result(30)
-    config = admin.describe_configs([ConfigResource("topic", "readings")])
-    assert next(iter(config.values())).result(30)["min.insync.replicas"].value == "2"
+
+    def topic_config() -> dict | None:
+        # A new topic reaches each node's metadata a moment after its creation returns.
+        future = admin.describe_configs([ConfigResource("topic", "readings")])
+        try:
+            return next(iter(future.values())).result(30)
+        except KafkaException:
+            return None
+
+    config = wait_until(topic_config, 30, what="the new topic's configuration")
+    assert config["min.insync.replicas"].value == "2"
     # A group's first consumer makes the broker create __consumer_offsets.
     consumer = Consumer(
         {"bootstrap.servers": launcher.address, "group.id": "g", "auto.offset.reset": "earliest"}
