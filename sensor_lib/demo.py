@@ -59,6 +59,10 @@ LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "0.0.0.0")  # noqa: S104 (a name
 STOP_TIMEOUT = 30.0  # seconds a script may take to stop before it is killed
 # Where the scripts serve /metrics, if free (docs/metrics.md scrapes these), else any free port.
 METRICS_PORTS = {"producer": 9101, "processor": 9102, "sink": 9103}
+# Held from choosing the metrics ports until the scripts listen on them, so that two
+# demos started at once do not both find 9101 free.
+METRICS_PORTS_LOCK = Path(tempfile.gettempdir()) / "sensor-demo-metrics-ports.lock"
+METRICS_BIND_TIMEOUT = 30.0
 CATCH_UP_TIMEOUT = 60.0  # seconds to wait for the processor (or sink) to finish its topic
 # A run's own topics: demo-<time>-raw, -agg, -raw-dlq, -agg-dlq, and the processor's changelog.
 RUN_TOPIC = re.compile(r"^(?:changelog__)?(demo-\d{8}T\d{6})-")
@@ -383,6 +387,17 @@ def script_flags(settings: DemoSettings, log_dir: Path) -> dict[str, dict[str, o
     }
 
 
+def wait_for_metrics(scripts: dict[str, Popen[bytes]], ports: dict[str, int]) -> None:
+    """Until each script serves /metrics on its port, or has exited (bounded)."""
+    deadline = Deadline(METRICS_BIND_TIMEOUT)
+    waiting = dict(ports)
+    while waiting and not deadline.passed():
+        for name, port in list(waiting.items()):
+            if scripts[name].poll() is not None or is_listening("127.0.0.1", port):
+                del waiting[name]
+        time.sleep(0.1)
+
+
 def start_scripts(
     settings: DemoSettings,
     env: dict[str, str],
@@ -450,8 +465,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"consumer groups {broker.consumer_group}, {broker.sink_group}"
             )
             say(f"logs in {log_dir}/; Ctrl-C stops the demo")
-            ports = metrics_ports()
-            scripts = start_scripts(broker, child_env(broker, needs), log_dir, ports, stack)
+            with FileLock(METRICS_PORTS_LOCK):
+                ports = metrics_ports()
+                scripts = start_scripts(broker, child_env(broker, needs), log_dir, ports, stack)
+                wait_for_metrics(scripts, ports)
             early = None  # until a stop signal, the end of --duration, or a script exits early
             deadline = Deadline(settings.duration or math.inf)
             while not stop.requested.wait(0.2) and not deadline.passed():

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -345,6 +346,25 @@ def assert_the_metrics_urls_answer(output: str) -> None:
 
     for name in urls:  # each counts up while the demo runs (the sink commits every second)
         wait_until(lambda name=name: counted(name) > 0, 30, what=f"{name} counting at {urls}")
+
+
+@pytest.mark.integration
+def test_two_demos_started_at_once_serve_metrics_on_ports_of_their_own(
+    broker_address: str, postgres_url: str, tmp_path: Path
+) -> None:
+    ports = []
+    with ExitStack() as stack:
+        demos = []
+        for name in ("first", "second"):
+            names = TopicNames(f"two_demos_{name}")
+            env = demo_env(broker_address, tmp_path / name, names)
+            env.update(POSTGRES_URL=postgres_url, SINK_TABLE=names.table)
+            demos.append(stack.enter_context(Script("sensor_lib.demo", "--duration=10", env=env)))
+        for demo in demos:
+            assert demo.wait(timeout=120) == 0, demo.output()
+            ports.append({url for url, _ in METRICS_URL.findall(demo.output())})
+    assert len(ports[0]) == len(ports[1]) == 3, ports
+    assert ports[0].isdisjoint(ports[1]), ports
 
 
 @pytest.mark.integration
