@@ -2,23 +2,46 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+
+from filelock import FileLock
 
 from sensor_lib.children import start_child, stop_child
 from sensor_lib.errors import CannotRun
 from sensor_lib.polling import Deadline
 from sensor_lib.stop_signals import StopSignals
 
+# Ports find_free_port handed out lately, to any process here: port -> when.
+PORTS_HANDED_OUT = Path(tempfile.gettempdir()) / "sensor-ports-handed-out.json"
+PORT_KEPT_SECONDS = 900.0
+
 
 def find_free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port free now that no process here was given in the last PORT_KEPT_SECONDS: a
+    server stopped to be started again on its port must not find another one there."""
+    with FileLock(f"{PORTS_HANDED_OUT}.lock"):
+        now = time.time()
+        try:
+            handed = json.loads(PORTS_HANDED_OUT.read_text())
+        except (OSError, ValueError):
+            handed = {}
+        handed = {port: at for port, at in handed.items() if now - at < PORT_KEPT_SECONDS}
+        for _ in range(100):
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = sock.getsockname()[1]
+            if str(port) not in handed:
+                break
+        handed[str(port)] = now
+        PORTS_HANDED_OUT.write_text(json.dumps(handed))
+        return port
 
 
 def is_listening(host: str, port: int, timeout: float = 0.2) -> bool:
