@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import sys
 import tempfile
 import time
@@ -50,14 +49,21 @@ from sensor_lib.settings import BrokerSettings
 from supervision import Child, wait_until
 from tail import records
 from throughput import same_stats
-from workload import Workload, closed_window_stats, produce_workload
+from workload import (
+    Workload,
+    closed_windows,
+    produce_workload,
+    window_stats,
+    workload_arguments,
+)
 
 PROCESSOR = "sensor_stream_processor.py"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sensors", type=int, nargs="+", default=[1000, 10_000, 100_000])
+    parser = workload_arguments(
+        __doc__, readings=None, sensors=[1000, 10_000, 100_000], timeout=1800.0
+    )
     parser.add_argument("--rounds", type=int, default=10, help="readings per sensor; default 10")
     parser.add_argument(
         "--min-readings",
@@ -66,8 +72,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="more rounds for a size with fewer readings than this, so that every rate is "
         "timed over as much work; default 1000000",
     )
-    parser.add_argument("--partitions", type=int, default=2, help="default 2")
-    parser.add_argument("--timeout", type=float, default=1800.0, help="per wait; default 1800 s")
     parser.add_argument(
         "--processor-flag", action="append", default=[], help="a flag for the processor"
     )
@@ -138,17 +142,21 @@ def measure_run(run: Run, group: ConsumerGroup, expected: int) -> tuple[dict, li
     return result, msgs
 
 
-def close_sensor1(address: str, raw: str, workload: Workload) -> int:
-    """Produce a reading for Sensor1 that closes its open window; return that window's start."""
+def sensor1_open_window(workload: Workload) -> tuple[str, int, int]:
+    """The window Sensor1's last reading left open: (sensor, start, end)."""
     last = workload.event_time_ms((workload.rounds - 1) * workload.sensors)
-    open_start = last - last % workload.window_ms
-    closing = open_start + 2 * workload.window_ms + workload.grace_ms
+    start = last - last % workload.window_ms
+    return "Sensor1", start, start + workload.window_ms
+
+
+def close_sensor1(address: str, raw: str, workload: Workload) -> None:
+    """Produce a reading for Sensor1 that closes its open window."""
+    closing = sensor1_open_window(workload)[2] + workload.window_ms + workload.grace_ms
     producer = Producer({"bootstrap.servers": address})
     reading = {"ts": from_epoch_ms(closing).isoformat(), "value": 20.0}
     producer.produce(raw, key=b"Sensor1", value=orjson.dumps(reading), timestamp=closing)
     if producer.flush(30):
         raise BenchmarkError("the closing reading for Sensor1 was not delivered")
-    return open_start
 
 
 def next_offsets(msgs: list[Any], partitions: int) -> list[int]:
@@ -161,11 +169,11 @@ def next_offsets(msgs: list[Any], partitions: int) -> list[int]:
 
 
 def measure_rebuild(
-    run: Run, group: str, agg: str, ends: list[int], workload: Workload
+    run: Run, group: str, agg: str, ends: list[int], workload: Workload, model: dict
 ) -> tuple[dict, list[str]]:
-    """A processor with an empty state folder, from its start to Sensor1's window, read
-    from `ends` on the aggregates topic."""
-    open_start = close_sensor1(run.address, run.raw, workload)
+    """A processor with an empty state folder, from its start to Sensor1's window (`model`
+    its stats), read from `ends` on the aggregates topic."""
+    close_sensor1(run.address, run.raw, workload)
     tail = Consumer({"bootstrap.servers": run.address, "group.id": unique_name("rebuild")})
     tail.assign([TopicPartition(agg, p, end) for p, end in enumerate(ends)])
     state = run.work / "rebuilt-state"
@@ -182,10 +190,6 @@ def measure_rebuild(
     finally:
         child.stop()
         tail.close()
-    end = open_start + workload.window_ms
-    values = [v for slot, ts, v in workload.readings_in_order() if slot == 0 and ts >= open_start]
-    stats = {"count": len(values), "min": min(values), "max": max(values)}
-    model = {("Sensor1", open_start, end): {**stats, "mean": math.fsum(values) / len(values)}}
     return {"rebuild_s": round(done - child.started, 1)}, check_windows(msgs, model)
 
 
@@ -223,7 +227,11 @@ def measure(address: str, opts: argparse.Namespace, sensors: int, work: Path) ->
     started = time.monotonic()
     produce_workload(address, raw, opts.partitions, workload)
     produce_s = round(time.monotonic() - started, 1)
-    model = closed_window_stats(workload)
+    windows = window_stats(workload)
+    model = closed_windows(workload, windows)
+    reopened = sensor1_open_window(workload)
+    rebuild_model = {reopened: windows.pop(reopened)}
+    del windows  # the open ones: a million sensors' worth
     run = Run(address, raw, opts.partitions, workload.total, work, opts.timeout)
     group = ConsumerGroup(run, "scale", PROCESSOR, opts.processor_flag)
     try:
@@ -236,7 +244,7 @@ def measure(address: str, opts: argparse.Namespace, sensors: int, work: Path) ->
         "changelog_records": changelog_records(address, group.group, opts.timeout),
     }
     ends = next_offsets(msgs, opts.partitions)
-    rebuild, found = measure_rebuild(run, group.group, group.sink, ends, workload)
+    rebuild, found = measure_rebuild(run, group.group, group.sink, ends, workload, rebuild_model)
     size = {
         "sensors": sensors,
         "readings": workload.total,

@@ -98,26 +98,31 @@ def expected_closed_windows(workload: Workload) -> int:
     return closed
 
 
-def closed_window_stats(workload: Workload) -> dict[tuple[str, int, int], dict[str, Any]]:
-    """The model of what the processor emits: (sensor, start, end) -> count, min, max and
-    mean, for every window that per-key closing closes (as expected_closed_windows counts)."""
-    windows: dict[tuple[int, int], list[float]] = {}
+def window_stats(workload: Workload) -> dict[tuple[str, int, int], dict[str, Any]]:
+    """(sensor, start, end) -> count, min, max and mean of every window the workload's
+    readings fall in, closed or not."""
+    values: dict[tuple[int, int], list[float]] = {}
     for slot, ts_ms, value in workload.readings_in_order():
-        windows.setdefault((slot, ts_ms - ts_ms % workload.window_ms), []).append(value)
+        values.setdefault((slot, ts_ms - ts_ms % workload.window_ms), []).append(value)
+    return {
+        (f"Sensor{slot + 1}", start, start + workload.window_ms): {
+            "count": len(window),
+            "min": min(window),
+            "max": max(window),
+            "mean": math.fsum(window) / len(window),
+        }
+        for (slot, start), window in values.items()
+    }
+
+
+def closed_windows(workload: Workload, windows: dict[tuple[str, int, int], Any]) -> dict:
+    """The model of what the processor emits: those of `windows` that per-key closing
+    closes (as expected_closed_windows counts), end <= that sensor's last time - grace."""
     last_round = (workload.rounds - 1) * workload.sensors
-    stats = {}
-    for (slot, start), values in windows.items():
-        end = start + workload.window_ms
-        if end <= workload.event_time_ms(last_round + slot) - workload.grace_ms:
-            mean = math.fsum(values) / len(values)
-            window = (f"Sensor{slot + 1}", start, end)
-            stats[window] = {
-                "count": len(values),
-                "min": min(values),
-                "max": max(values),
-                "mean": mean,
-            }
-    return stats
+    last = {
+        f"Sensor{s + 1}": workload.event_time_ms(last_round + s) for s in range(workload.sensors)
+    }
+    return {w: stats for w, stats in windows.items() if w[2] <= last[w[0]] - workload.grace_ms}
 
 
 def readings_to_close(workload: Workload, windows: int) -> int:
@@ -140,14 +145,21 @@ def readings_to_close(workload: Workload, windows: int) -> int:
 
 
 def workload_arguments(
-    doc: str, *, readings: int | None = 300_000, sensors: int = 1000, timeout: float | None = None
+    doc: str,
+    *,
+    readings: int | None = 300_000,
+    sensors: int | list[int] = 1000,
+    timeout: float | None = None,
 ) -> argparse.ArgumentParser:
     """A parser described by `doc`'s first line, with the workload's flags every benchmark
-    takes: --readings (unless None), --sensors and --partitions, and --timeout if given."""
+    takes: --readings (unless None), --sensors (one or more, as the default is) and
+    --partitions, and --timeout if given."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     if readings is not None:
         parser.add_argument("--readings", type=int, default=readings, help=f"default {readings}")
-    parser.add_argument("--sensors", type=int, default=sensors, help=f"default {sensors}")
+    many = {"nargs": "+"} if isinstance(sensors, list) else {}
+    shown = " ".join(map(str, sensors)) if isinstance(sensors, list) else sensors
+    parser.add_argument("--sensors", type=int, default=sensors, help=f"default {shown}", **many)
     parser.add_argument("--partitions", type=int, default=2, help="default 2")
     if timeout is not None:
         parser.add_argument("--timeout", type=float, default=timeout, help=f"default {timeout:g} s")

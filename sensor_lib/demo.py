@@ -45,7 +45,7 @@ from sensor_lib.embedded_broker import PROCESSOR_PRODUCER_CONFIG, EmbeddedBroker
 from sensor_lib.errors import CannotRun, exit_status
 from sensor_lib.logs import client_logging
 from sensor_lib.metrics import scrape
-from sensor_lib.polling import Deadline
+from sensor_lib.polling import Deadline, wait_until
 from sensor_lib.postgres_server import PostgresServer
 from sensor_lib.postgres_sink import count_rows, prepare_table, redact
 from sensor_lib.readings import InvalidReading, parse_reading
@@ -388,14 +388,14 @@ def script_flags(settings: DemoSettings, log_dir: Path) -> dict[str, dict[str, o
 
 
 def wait_for_metrics(scripts: dict[str, Popen[bytes]], ports: dict[str, int]) -> None:
-    """Until each script serves /metrics on its port, or has exited (bounded)."""
-    deadline = Deadline(METRICS_BIND_TIMEOUT)
-    waiting = dict(ports)
-    while waiting and not deadline.passed():
-        for name, port in list(waiting.items()):
-            if scripts[name].poll() is not None or is_listening("127.0.0.1", port):
-                del waiting[name]
-        time.sleep(0.1)
+    """Until each script serves /metrics on its port or has exited, for at most
+    METRICS_BIND_TIMEOUT; the demo's own loop then reports a script that exits."""
+
+    def bound(name: str) -> bool:
+        return scripts[name].poll() is not None or is_listening("127.0.0.1", ports[name])
+
+    with suppress(TimeoutError):
+        wait_until(lambda: all(map(bound, ports)), METRICS_BIND_TIMEOUT, what="metrics ports")
 
 
 def start_scripts(

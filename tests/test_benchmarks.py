@@ -41,7 +41,13 @@ from latency import ClosingTracker, percentile
 from sampling import machine_busy_seconds
 from supervision import wait_until
 from throughput import window_differences
-from workload import Workload, closed_window_stats, expected_closed_windows, readings_to_close
+from workload import (
+    Workload,
+    closed_windows,
+    expected_closed_windows,
+    readings_to_close,
+    window_stats,
+)
 
 
 def run_benchmark(
@@ -389,12 +395,11 @@ def brute_force_closed_windows(workload: Workload, readings: int | None = None) 
     )
 
 
-def test_the_model_has_every_closed_window_with_the_stats_of_its_readings() -> None:
+def test_the_model_has_every_window_with_the_stats_of_its_readings_and_knows_which_close() -> None:
     workload = Workload(readings=6, sensors=2)  # three rounds, a second apart
-    stats = closed_window_stats(workload)
+    windows = window_stats(workload)
     readings = list(workload.readings_in_order())
-    assert len(stats) == expected_closed_windows(workload)
-    for (sensor, start, end), window in stats.items():
+    for (sensor, start, end), window in windows.items():
         values = [v for s, t, v in readings if f"Sensor{s + 1}" == sensor and start <= t < end]
         assert window == {
             "count": len(values),
@@ -402,6 +407,10 @@ def test_the_model_has_every_closed_window_with_the_stats_of_its_readings() -> N
             "max": max(values),
             "mean": pytest.approx(sum(values) / len(values)),
         }
+    assert sum(window["count"] for window in windows.values()) == len(readings)
+    closed = closed_windows(workload, windows)
+    assert len(closed) == expected_closed_windows(workload)
+    assert closed.items() <= windows.items()
 
 
 @pytest.mark.parametrize(
