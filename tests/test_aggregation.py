@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import math
+import re
 import statistics
 import tracemalloc
 from functools import reduce
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from quixstreams.state.rocksdb import RocksDBOptions
+from quixstreams.state.rocksdb.partition import RocksDBStorePartition
 
 from sensor_lib.application import state_options
 from sensor_stream_processor import (
@@ -108,8 +111,19 @@ def test_a_stored_window_takes_its_own_size_in_memory_not_a_write_buffer() -> No
     assert held / count < 4 * len(values[0])  # orjson's own bytes held 4 KiB each
 
 
-def test_a_state_memory_budget_is_half_block_cache_and_half_one_partitions_write_buffers() -> None:
-    options = state_options(64)
-    # Two column families take writes (the windows, and each key's latest time).
-    write_buffers = 2 * options.max_write_buffer_number * options.write_buffer_size
-    assert (options.block_cache_size, write_buffers) == (32 * 2**20, 32 * 2**20)
+def test_rocksdb_opens_the_window_store_with_half_the_memory_budget_as_one_shared_cache(
+    tmp_path: Path,
+) -> None:
+    # RocksDB's own log of the options it opened with, not the mapping's arithmetic.
+    store = RocksDBStorePartition(path=str(tmp_path / "db"), options=state_options(64))
+    store.close()
+    log = (tmp_path / "db" / "LOG").read_text()
+
+    def logged(name: str) -> set[str]:
+        return set(re.findall(rf"\b{name}\s*:\s*(\w+)$", log, re.MULTILINE))
+
+    assert logged("capacity") == {str(32 * 2**20)}
+    assert len(logged("block_cache")) == 1  # every column family, one cache
+    # Write buffers: two of an eighth for each column family that takes writes.
+    assert logged("Options.write_buffer_size") == {str(8 * 2**20)}
+    assert logged("Options.max_write_buffer_number") == {"2"}
