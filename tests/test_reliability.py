@@ -333,16 +333,19 @@ def count_aggregates(script: Script) -> int:
 ENDLESS = ["--count", "0", "--rate", "50", "--sensors", "2", "--quiet"]
 
 
-def readings_on(address: str, topic: str, at_least: int, since_ms: float = 0) -> list[Record]:
+def readings_on(
+    address: str, topic: str, at_least: int, since_ms: float = 0, timeout: float = 60
+) -> list[Record]:
     """Read until `at_least` readings stamped `since_ms` or later are on `topic`."""
 
     def enough(got: list[Record]) -> bool:
         return sum("value" in r.json() and r.timestamp_ms >= since_ms for r in got) >= at_least
 
-    records = consume(address, topic, until=enough, timeout=60)
+    records = consume(address, topic, until=enough, timeout=timeout)
     return [r for r in records if "value" in r.json()]
 
 
+@pytest.mark.timeout(300)  # a broker stopped and started, then up to 120 s of reading
 def test_producer_delivers_what_it_accepted_while_the_broker_was_away(
     broker: Broker, names, start_broker: Callable[..., ServerProcess], start_producer
 ) -> None:
@@ -365,8 +368,9 @@ def test_producer_delivers_what_it_accepted_while_the_broker_was_away(
             time.sleep(2)  # the outage itself; nothing waits on it
             away.start()  # with its data and topics
             outage_ended = time.time() * 1000
-            # Readings made after the outage are queued behind those held during it.
-            records = readings_on(address, names.raw, 100, since_ms=outage_ended)
+            # Readings made after the outage are queued behind those held during it, which
+            # the producer may hold for its whole delivery timeout (60 s) before they go.
+            records = readings_on(address, names.raw, 100, since_ms=outage_ended, timeout=120)
             assert producer.stop() == 0, producer.output()
     finally:
         away.stop()

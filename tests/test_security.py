@@ -176,6 +176,7 @@ def produce_readings(env: dict[str, str], names: TopicNames, *flags: str) -> str
 # --- One client configuration reaches every client --------------------------------------
 
 
+@pytest.mark.timeout(600)  # six scripts one after another, each bounded by its own wait
 def test_one_client_properties_file_runs_every_script_and_the_demo_over_mutual_tls(
     secured: Secured, names: TopicNames, postgres_url: str, tmp_path: Path
 ) -> None:
