@@ -68,6 +68,10 @@ class Workload:
             + slot * self.sensor_interval_ms // self.sensors
         )
 
+    def last_time_ms(self, slot: int) -> int:
+        """The event time of sensor `slot`'s last reading."""
+        return self.event_time_ms((self.rounds - 1) * self.sensors + slot)
+
     def readings_in_order(self) -> Iterator[tuple[int, int, float]]:
         """(sensor slot, event time ms, value) in production order: a random walk per sensor."""
         rng = random.Random(self.seed)
@@ -89,7 +93,7 @@ def expected_closed_windows(workload: Workload) -> int:
     closed = 0
     for slot in range(workload.sensors):
         first = workload.event_time_ms(slot)
-        last = workload.event_time_ms((workload.rounds - 1) * workload.sensors + slot)
+        last = workload.last_time_ms(slot)
         first_start = first - first % workload.window_ms
         # Window starts first_start, first_start + W, ... whose end <= last - grace.
         latest_end = last - workload.grace_ms
@@ -118,10 +122,7 @@ def window_stats(workload: Workload) -> dict[tuple[str, int, int], dict[str, Any
 def closed_windows(workload: Workload, windows: dict[tuple[str, int, int], Any]) -> dict:
     """The model of what the processor emits: those of `windows` that per-key closing
     closes (as expected_closed_windows counts), end <= that sensor's last time - grace."""
-    last_round = (workload.rounds - 1) * workload.sensors
-    last = {
-        f"Sensor{s + 1}": workload.event_time_ms(last_round + s) for s in range(workload.sensors)
-    }
+    last = {f"Sensor{s + 1}": workload.last_time_ms(s) for s in range(workload.sensors)}
     return {w: stats for w, stats in windows.items() if w[2] <= last[w[0]] - workload.grace_ms}
 
 
