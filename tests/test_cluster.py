@@ -696,6 +696,18 @@ def test_two_brokers_down_fail_the_producer_loudly_and_lose_nothing_acknowledged
         start_again(cluster, victims)
         run.back_in_sync(fault)
         run.recovered(fault)
+        # Stopped only once it writes again: its readings kept failing for seconds after the
+        # brokers were back, and watermarks sent then fail too, leaving the last windows open.
+        # A reading made 5 s (past the 3 s delivery timeout) after they are back is not one
+        # of those in flight while it failed.
+        back_ms = fault.back * 1000 + 5000
+        run.wait(
+            lambda: any(
+                r.timestamp_ms >= back_ms for r in read_to_end(cluster.address, run.names.raw)
+            ),
+            60,
+            "a reading written after both brokers are back",
+        )
         outcome = run.finish()
     report(capsys, "two brokers down", outcome.figures())
     assert outcome.producer_status == 1
