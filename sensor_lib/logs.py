@@ -22,6 +22,9 @@ _LOST_BROKER = re.compile(r"Connect to \S+ failed|Connection refused|[1-9]\d*/\d
 _OUTAGE_OVER = re.compile(r"\b0/\d+ brokers are down")
 # A broker that has just started answers "load in progress" for a moment; the client retries.
 _RETRYING = re.compile(r"load in progress: retrying")
+# librdkafka logs a failure it has already logged once more every 30 s ("N identical
+# error(s) suppressed"), so an outage is over only after a longer quiet than that.
+OUTAGE_QUIET_SECONDS = 60.0
 
 
 def configure_logging(level: str = "INFO", log_filter: logging.Filter | None = None) -> None:
@@ -65,7 +68,7 @@ class BrokerOutageLog(logging.Filter):
     have been quiet for `quiet_seconds`. Quix's "connectivity restored" passes.
     """
 
-    def __init__(self, address: str, quiet_seconds: float = 30.0) -> None:
+    def __init__(self, address: str, quiet_seconds: float = OUTAGE_QUIET_SECONDS) -> None:
         super().__init__()
         self.address = address
         self.quiet_seconds = quiet_seconds
