@@ -266,6 +266,11 @@ class Record:
         assert self.value is not None
         return json.loads(self.value)
 
+    @property
+    def is_reading(self) -> bool:
+        """A reading, not a watermark, as the producer writes them on the raw topic."""
+        return "value" in self.json()
+
 
 def to_record(msg: Message) -> Record:
     key = msg.key()

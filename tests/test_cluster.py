@@ -225,7 +225,7 @@ class Outcome:
 
     @property
     def readings(self) -> list[Record]:
-        return [r for r in self.raw if "value" in r.json()]
+        return [r for r in self.raw if r.is_reading]
 
     def figures(self) -> str:
         repeats = len(self.aggregates) - len({(r.key, r.json()["start"]) for r in self.aggregates})
