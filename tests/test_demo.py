@@ -65,6 +65,9 @@ TOPICS_LINE = re.compile(r"^demo: topics (\S+), (\S+), (\S+); consumer groups (\
 BROKER_STARTED = re.compile(r"started the embedded broker on 127\.0\.0\.1:(\d+)")
 
 Window = tuple[str, str, str, int]  # sensor, start, end (UTC clock times), count
+# A bound for hangs, not a speed: under the whole suite's load a demo has taken 35 s to show
+# its first windows (a database, topics, four scripts starting), against 7 s alone.
+SHOWS_WITHIN = 120
 
 
 def demo_env(broker_address: str, log_dir: Path, names: TopicNames | None = None) -> dict[str, str]:
@@ -292,15 +295,18 @@ def interrupt_make_demo(
             stderr=stderr,
             start_new_session=True,
         )
+
+        def every_sensor_shown() -> bool:
+            assert make.poll() is None, f"make demo exited {make.returncode}\n{so_far(log_dir)}"
+            return {w[0] for w in AGGREGATE_LINE.findall(out.read_text())} == SENSORS
+
         try:
-            wait_until(
-                lambda: {w[0] for w in AGGREGATE_LINE.findall(out.read_text())} == SENSORS,
-                60,
-                what=f"every sensor shown in {out}",
-            )
+            wait_until(every_sensor_shown, SHOWS_WITHIN, what=f"every sensor shown in {out}")
             meanwhile(out)
             os.killpg(make.pid, signal.SIGINT)
             make.wait(timeout=60)
+        except TimeoutError as timed_out:
+            raise AssertionError(f"{timed_out}\n{so_far(log_dir)}") from None
         finally:
             if make.poll() is None:
                 os.killpg(make.pid, signal.SIGKILL)
@@ -310,6 +316,15 @@ def interrupt_make_demo(
     assert "exited with errors" not in run.stderr
     assert "may be missing" not in run.stderr
     return run
+
+
+def so_far(log_dir: Path, lines: int = 15) -> str:
+    """What a demo that has not shown what it should has said: the last lines of make's
+    output and of each script's log, each under its name."""
+    names = ("make.stdout", "make.stderr", "producer.log", "processor.log", "sink.log")
+    logs = {name: log_dir / name for name in names}
+    tails = {n: p.read_text().splitlines()[-lines:] if p.exists() else [] for n, p in logs.items()}
+    return "\n".join(f"--- {name}\n" + "\n".join(tail) for name, tail in tails.items())
 
 
 def assert_final_windows_hold_the_last_readings(address: str, run: DemoRun) -> None:
@@ -338,7 +353,7 @@ def running_demo(names, tmp_path: Path) -> Iterator[tuple[Script, list[int], int
         children: list[int] = []
         try:
             shown = while_running(lambda: AGGREGATE_LINE.search(demo.output()), demo)
-            wait_until(shown, 60, what="an aggregate shown")
+            wait_until(shown, SHOWS_WITHIN, what="an aggregate shown")
             found = BROKER_STARTED.search(demo.output())
             assert found, demo.output()
             children = children_of(demo.process.pid)

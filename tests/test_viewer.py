@@ -378,12 +378,12 @@ def test_a_lost_broker_is_one_line_and_a_stop_still_exits_0(
             broker.stop()
             viewer.wait_for_output(f"Lost the broker at {address}", timeout=30)
             time.sleep(3)  # librdkafka retries meanwhile, and would log each attempt
-            asked = time.monotonic()
             viewer.process.send_signal(signal.SIGTERM)
             time.sleep(0.5)  # two signals at once would arrive as one
             assert viewer.stop(signal.SIGTERM) == 0
-            assert time.monotonic() - asked < 5  # the second signal skips reading to the end
     output = viewer.output()
+    # Neither stop waited DRAIN_TIMEOUT for a broker that is gone, which would say so.
+    assert "to its end:" not in output
     assert output.count(f"Lost the broker at {address}") == 1
     assert "Connection refused" not in output
     assert "Traceback" not in output
