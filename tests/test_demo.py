@@ -210,6 +210,7 @@ def assert_each_delivered_reading_once(run: DemoRun, address: str, crashed_at_ms
 
 
 @pytest.mark.integration
+@pytest.mark.timeout(360)  # its own waits bound it: the first windows, the restart, the stop
 @pytest.mark.parametrize("guarantee", ["at-least-once", "exactly-once"])
 def test_the_demo_rides_out_a_broker_restart_and_still_shows_a_true_picture(
     broker_to_crash: ServerProcess, tmp_path: Path, guarantee: str
