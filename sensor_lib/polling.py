@@ -35,13 +35,16 @@ def wait_until(
     *,
     interval: float = 0.1,
     what: str = "the condition",
+    explain: Callable[[], str] | None = None,
 ) -> T:
     """Call `condition` every `interval` seconds until it returns something truthy, and
-    return that. After `timeout` seconds, raise TimeoutError naming `what`."""
+    return that. After `timeout` seconds, raise TimeoutError naming `what`, followed by
+    `explain()` if given: what was seen meanwhile, for whoever reads the failure."""
     deadline = Deadline(timeout)
     while True:
         if result := condition():
             return result
         if deadline.passed():
-            raise TimeoutError(f"{what}: not within {timeout:g} s")
+            seen = f"\n{explain()}" if explain else ""
+            raise TimeoutError(f"{what}: not within {timeout:g} s{seen}")
         time.sleep(min(interval, deadline.left()) or interval)

@@ -22,7 +22,7 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -395,11 +395,13 @@ def wait_until_caught_up(
             last["error"] = f" (last error: {exc.args[0].str()})"
         return last["committed"] >= total
 
-    what = f"{group} committing {total} messages of {topic}"
-    try:
-        wait_until(while_running(caught_up, *scripts), timeout, interval=0.25, what=what)
-    except TimeoutError as timed_out:
-        raise AssertionError(f"{timed_out}: {last['committed']} {last['error']}") from None
+    wait_until(
+        while_running(caught_up, *scripts),
+        timeout,
+        interval=0.25,
+        what=f"{group} committing {total} messages of {topic}",
+        explain=lambda: f"{last['committed']} committed{last['error']}",
+    )
 
 
 # --- Scripts ------------------------------------------------------------------------
@@ -436,11 +438,12 @@ class Script:
         assert self.process.poll() is None, f"exited {self.process.returncode}:\n{self.output()}"
 
     def wait_for_output(self, text: str, timeout: float = 60.0) -> None:
-        what = f"{text!r} in the output of {self.name}"
-        try:
-            wait_until(while_running(lambda: text in self.output(), self), timeout, what=what)
-        except TimeoutError as timed_out:
-            raise AssertionError(f"{timed_out}:\n{self.output()}") from None
+        wait_until(
+            while_running(lambda: text in self.output(), self),
+            timeout,
+            what=f"{text!r} in the output of {self.name}",
+            explain=self.output,
+        )
 
     def wait(self, timeout: float = 60.0) -> int:
         try:
@@ -558,6 +561,13 @@ def command_of(pid: int) -> str:
         return "(gone)"
 
 
+def tails(outputs: Mapping[str, str], lines: int = 25) -> str:
+    """The last `lines` of each output, under its name: what a failure message shows."""
+    return "\n".join(
+        f"--- {name}:\n" + "\n".join(text.splitlines()[-lines:]) for name, text in outputs.items()
+    )
+
+
 def wait_until_stopped(pids: Iterable[int], timeout: float, *, port: int | None = None) -> None:
     """Wait until none of `pids` runs any more, and nothing listens on `port`."""
     pids = list(pids)
@@ -566,11 +576,10 @@ def wait_until_stopped(pids: Iterable[int], timeout: float, *, port: int | None 
         listening = port is not None and is_listening("127.0.0.1", port)
         return not listening and not any(map(running, pids))
 
-    try:
-        wait_until(stopped, timeout, what="every process stopped")
-    except TimeoutError as timed_out:
-        still = [command_of(p) for p in pids if running(p)]
-        raise AssertionError(f"{timed_out}; still running: {still}") from None
+    def still_running() -> str:
+        return f"still running: {[command_of(p) for p in pids if running(p)]}"
+
+    wait_until(stopped, timeout, what="every process stopped", explain=still_running)
 
 
 def crash(broker: ServerProcess) -> None:

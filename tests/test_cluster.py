@@ -49,6 +49,7 @@ from helpers import (
     model_of_records,
     read_to_end,
     table,
+    tails,
     wait_until_caught_up,
     while_running,
     windows_allowing_identical_repeats,
@@ -341,14 +342,12 @@ class Pipeline:
     def wait(self, condition: Callable[[], object], timeout: float, what: str) -> object:
         """wait_until `condition`, failing at once if a processor or the sink has exited;
         after `timeout`, failing with the end of every script's output."""
-        try:
-            return wait_until(while_running(condition, *self.quix.values()), timeout, what=what)
-        except TimeoutError as timed_out:
-            tails = [
-                f"--- {name}:\n" + "\n".join(script.output().splitlines()[-25:])
-                for name, script in self.scripts.items()
-            ]
-            raise AssertionError("\n".join([str(timed_out), *tails])) from None
+        return wait_until(
+            while_running(condition, *self.quix.values()),
+            timeout,
+            what=what,
+            explain=lambda: tails({name: s.output() for name, s in self.scripts.items()}),
+        )
 
     # --- Faults ---
 
@@ -680,10 +679,13 @@ def test_killed_transaction_coordinator_loses_no_window(
         seen.append((coordinator(cluster, "__consumer_offsets", group), described.coordinator.id))
         return seen[-1][0] == seen[-1][1]
 
-    try:
-        wait_until(placed_alike, 60, interval=1, what="the group's coordinator where Kafka puts it")
-    except TimeoutError as timed_out:
-        raise AssertionError(f"{timed_out}; (computed, Kafka's) each second: {seen}") from None
+    wait_until(
+        placed_alike,
+        60,
+        interval=1,
+        what="the group's coordinator where Kafka puts it",
+        explain=lambda: f"(computed, Kafka's) each second: {seen}",
+    )
     assert_nothing_lost(outcome)
 
 

@@ -38,6 +38,7 @@ from helpers import (
     descendants,
     read_to_end,
     running,
+    tails,
     wait_until_stopped,
     while_running,
 )
@@ -227,6 +228,7 @@ def test_the_demo_rides_out_a_broker_restart_and_still_shows_a_true_picture(
             lambda: len(AGGREGATE_LINE.findall(shown.read_text())) >= before + len(SENSORS),
             90,
             what="a window of every sensor closed after the restart",
+            explain=lambda: so_far(shown.parent),
         )
 
     env = {**demo_env(address, tmp_path), "PROCESSING_GUARANTEE": guarantee}
@@ -302,12 +304,15 @@ def interrupt_make_demo(
             return {w[0] for w in AGGREGATE_LINE.findall(out.read_text())} == SENSORS
 
         try:
-            wait_until(every_sensor_shown, SHOWS_WITHIN, what=f"every sensor shown in {out}")
+            wait_until(
+                every_sensor_shown,
+                SHOWS_WITHIN,
+                what=f"every sensor shown in {out}",
+                explain=lambda: so_far(log_dir),
+            )
             meanwhile(out)
             os.killpg(make.pid, signal.SIGINT)
             make.wait(timeout=60)
-        except TimeoutError as timed_out:
-            raise AssertionError(f"{timed_out}\n{so_far(log_dir)}") from None
         finally:
             if make.poll() is None:
                 os.killpg(make.pid, signal.SIGKILL)
@@ -319,13 +324,13 @@ def interrupt_make_demo(
     return run
 
 
-def so_far(log_dir: Path, lines: int = 15) -> str:
-    """What a demo that has not shown what it should has said: the last lines of make's
-    output and of each script's log, each under its name."""
+def so_far(log_dir: Path) -> str:
+    """What a demo that has not shown what it should has said: make's output and each
+    script's log, their last lines."""
     names = ("make.stdout", "make.stderr", "producer.log", "processor.log", "sink.log")
-    logs = {name: log_dir / name for name in names}
-    tails = {n: p.read_text().splitlines()[-lines:] if p.exists() else [] for n, p in logs.items()}
-    return "\n".join(f"--- {name}\n" + "\n".join(tail) for name, tail in tails.items())
+    return tails(
+        {name: (log_dir / name).read_text() for name in names if (log_dir / name).exists()}
+    )
 
 
 def assert_final_windows_hold_the_last_readings(address: str, run: DemoRun) -> None:
